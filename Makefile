@@ -1,0 +1,51 @@
+# mnist-tfx: `make run` and `make test` set everything up on a fresh machine.
+# The environment is .venv (Python 3.10), installed with uv from requirements.lock.
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+# Python 3.10: pyenv's, else one on PATH that runs (pyenv shims may not). uv never downloads one.
+PYTHON310 ?= $(shell ls -d $$HOME/.pyenv/versions/3.10.*/bin/python3.10 2>/dev/null | tail -n 1 | grep . || (python3.10 -c "import sys" >/dev/null 2>&1 && command -v python3.10))
+# uv: from PATH, else installed into .tools/ by pip (no other download).
+UV_ON_PATH := $(shell command -v uv 2>/dev/null)
+UV ?= $(if $(UV_ON_PATH),$(UV_ON_PATH),.tools/bin/uv)
+export UV_PYTHON_DOWNLOADS := never
+MNIST_DIR ?=
+RUN_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: help setup run test bench lock clean
+
+help:
+	@echo "make run [MNIST_DIR=dir] [RUN_ARGS='--model basic ...']  set up, then run the pipeline"
+	@echo "make test                                               set up, then run the tests"
+	@echo "make bench MNIST_DIR=dir                                plain Keras vs the pipeline"
+	@echo "make lock                                               re-resolve requirements.lock"
+
+.tools/bin/uv:
+	python3 -m pip install --quiet --target .tools uv
+
+# The environment is (re)built when the lock file or setup.py changes.
+$(VENV)/.installed: requirements.lock setup.py | $(UV)
+	@test -n "$(PYTHON310)" || { echo "Python 3.10 not found (install it, or pass PYTHON310=/path/to/python3.10)"; exit 1; }
+	@test -x $(PY) || $(UV) venv --python "$(PYTHON310)" $(VENV)
+	$(UV) pip sync --python $(PY) requirements.lock
+	$(UV) pip install --python $(PY) --no-deps -e .
+	@touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(VENV)/bin/mnist-tfx run $(if $(MNIST_DIR),--data-dir "$(MNIST_DIR)") $(RUN_ARGS)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m pipeline.bench $(if $(MNIST_DIR),--data-dir "$(MNIST_DIR)")
+
+lock: | $(UV)
+	$(UV) pip compile --python-version 3.10 --python-platform x86_64-unknown-linux-gnu requirements.in -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .tools outputs .pytest_cache

@@ -1,0 +1,109 @@
+"""Schema curation and the anomalies gate between validation and training.
+
+SchemaGen alone infers types and shapes but never integer domains, so a label
+of 12 would pass validation. `CuratedSchemaGen` infers the schema with TFDV
+and then pins what we know about the data (from `features`): the image shape,
+the pixel domain and the label domain. `AnomaliesGate` turns the anomalies
+ExampleValidator found into a failed run that names them, so nothing
+downstream (Transform, Trainer, Pusher) runs on bad data.
+"""
+
+
+import os
+from typing import Dict, List
+
+from tfx import v1 as tfx
+
+from components import features
+
+SCHEMA_FILE = "schema.pbtxt"
+ANOMALIES_FILE = "SchemaDiff.pb"
+STATS_FILE = "FeatureStats.pb"
+
+
+class DataAnomaliesError(RuntimeError):
+  """ExampleValidator found anomalies: training on this data is refused."""
+
+
+def curate(schema):  # -> schema_pb2.Schema
+  """Pins shapes, domains and presence from `features` onto an inferred schema."""
+  import tensorflow_data_validation as tfdv  # pylint: disable=g-import-not-at-top
+  from tensorflow_metadata.proto.v0 import schema_pb2  # pylint: disable=g-import-not-at-top
+
+  image = tfdv.get_feature(schema, features.IMAGE_KEY)
+  image.type = schema_pb2.INT
+  image.shape.Clear()
+  for size in features.IMAGE_SHAPE:
+    image.shape.dim.add().size = size
+  tfdv.set_domain(schema, features.IMAGE_KEY, schema_pb2.IntDomain(
+      name=features.IMAGE_KEY, min=features.PIXEL_MIN, max=features.PIXEL_MAX))
+
+  label = tfdv.get_feature(schema, features.LABEL_KEY)
+  label.type = schema_pb2.INT
+  label.shape.Clear()  # a scalar
+  tfdv.set_domain(schema, features.LABEL_KEY, schema_pb2.IntDomain(
+      name=features.LABEL_KEY, min=0, max=features.NUM_CLASSES - 1,
+      is_categorical=True))
+  for feature in (image, label):
+    feature.presence.min_fraction = 1.0
+    feature.presence.min_count = 1
+  return schema
+
+
+def read_schema(schema_artifact_uri: str):
+  import tensorflow_data_validation as tfdv  # pylint: disable=g-import-not-at-top
+  return tfdv.load_schema_text(os.path.join(schema_artifact_uri, SCHEMA_FILE))
+
+
+@tfx.dsl.components.component
+def CuratedSchemaGen(  # pylint: disable=invalid-name
+    statistics: tfx.dsl.components.InputArtifact[
+        tfx.types.standard_artifacts.ExampleStatistics],
+    schema: tfx.dsl.components.OutputArtifact[
+        tfx.types.standard_artifacts.Schema],
+) -> None:
+  """Infers a schema from the train split's statistics and curates it."""
+  import tensorflow_data_validation as tfdv  # pylint: disable=g-import-not-at-top
+  stats = tfdv.load_stats_binary(os.path.join(
+      statistics.uri, f"Split-{features.TRAIN_SPLIT}", STATS_FILE))
+  inferred = tfdv.infer_schema(stats, infer_feature_shape=True)
+  tfdv.write_schema_text(curate(inferred),
+                         os.path.join(schema.uri, SCHEMA_FILE))
+
+
+def describe_anomalies(anomalies_artifact_uri: str,
+                       splits: List[str]) -> Dict[str, List[str]]:
+  """{split: ["feature: short description (detail)", ...]} for splits with anomalies."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tensorflow_metadata.proto.v0 import anomalies_pb2  # pylint: disable=g-import-not-at-top
+  found = {}
+  for split in splits:
+    path = os.path.join(anomalies_artifact_uri, f"Split-{split}", ANOMALIES_FILE)
+    anomalies = anomalies_pb2.Anomalies()
+    with tf.io.gfile.GFile(path, "rb") as f:
+      anomalies.ParseFromString(f.read())
+    lines = [f"{name}: {info.short_description} ({info.description})"
+             for name, info in sorted(anomalies.anomaly_info.items())]
+    if anomalies.HasField("dataset_anomaly_info"):
+      info = anomalies.dataset_anomaly_info
+      lines.append(f"dataset: {info.short_description} ({info.description})")
+    if lines:
+      found[split] = lines
+  return found
+
+
+@tfx.dsl.components.component
+def AnomaliesGate(  # pylint: disable=invalid-name
+    anomalies: tfx.dsl.components.InputArtifact[
+        tfx.types.standard_artifacts.ExampleAnomalies],
+) -> None:
+  """Fails the run, listing every anomaly, when ExampleValidator found any."""
+  import json  # pylint: disable=g-import-not-at-top
+  splits = json.loads(anomalies.split_names)
+  found = describe_anomalies(anomalies.uri, splits)
+  if found:
+    report = "; ".join(f"[{split}] " + "; ".join(lines)
+                       for split, lines in found.items())
+    raise DataAnomaliesError(
+        f"ExampleValidator found anomalies, so nothing is trained or pushed: "
+        f"{report}. Details: {anomalies.uri}")

@@ -1,0 +1,38 @@
+"""The one place for feature names and dataset facts.
+
+Every module that touches examples (ExampleGen, schema, Transform, Trainer,
+Evaluator, serving) imports these names, so a rename happens here only.
+"""
+
+from typing import Dict, Tuple
+
+IMAGE_KEY = "image"  # raw tf.Example feature: 784 int64 pixels, row-major
+LABEL_KEY = "label"  # raw tf.Example feature: one int64 in [0, NUM_CLASSES)
+
+# Transformed (model input) feature names.
+TRANSFORMED_IMAGE_KEY = "image_xf"
+
+IMAGE_ROWS = 28
+IMAGE_COLS = 28
+IMAGE_SHAPE: Tuple[int, int] = (IMAGE_ROWS, IMAGE_COLS)
+IMAGE_SIZE = IMAGE_ROWS * IMAGE_COLS  # 784
+NUM_CLASSES = 10
+PIXEL_MIN = 0
+PIXEL_MAX = 255
+
+# The official split of the IDX files: ExampleGen split name -> IDX file stem.
+SPLIT_FILES: Dict[str, str] = {
+    "train": "train",
+    "eval": "t10k",
+}
+TRAIN_SPLIT = "train"
+EVAL_SPLIT = "eval"
+
+# Output names of the exported model's signatures.
+PROBABILITIES_KEY = "probabilities"
+CLASSES_KEY = "classes"
+# Signature names of the exported model.
+SERVING_SIGNATURE = "serving_default"  # raw pixels in
+EXAMPLES_SIGNATURE = "from_examples"  # serialized tf.Examples in
+IMAGES_INPUT = "images"
+EXAMPLES_INPUT = "examples"

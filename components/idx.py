@@ -1,0 +1,241 @@
+"""Reading and checking IDX files (the MNIST record format), gzipped or raw.
+
+All I/O goes through `tf.io.gfile`, so a data dir may be any URI TensorFlow
+reads (`gs://...`, local paths, ...). Errors name the file and what is wrong,
+because a user pointing `--data-dir` at the wrong folder should not have to
+read a traceback to find out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import io
+import posixpath
+import struct
+from typing import BinaryIO, Iterator, List, Optional, Tuple
+
+import numpy as np
+
+from components import features
+
+IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
+LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
+_GZIP_MAGIC = b"\x1f\x8b"
+_CHUNK = 1 << 20
+
+
+class IdxError(ValueError):
+  """An IDX file is missing, malformed, or disagrees with its partner."""
+
+  def __init__(self, path: str, problem: str):
+    super().__init__(f"{path}: {problem}")
+    self.path = path
+    self.problem = problem
+
+
+@dataclasses.dataclass(frozen=True)
+class IdxPair:
+  """A checked images/labels pair: what ExampleGen needs to emit records."""
+
+  images_path: str
+  labels_path: str
+  count: int
+  rows: int
+  cols: int
+  images_sha256: str  # of the raw (decompressed) bytes
+  labels_sha256: str
+
+
+def _gfile():
+  import tensorflow as tf  # Deferred: this module is also used without TF work.
+  return tf.io.gfile
+
+
+def candidate_names(stem: str, kind: str) -> List[str]:
+  """File names accepted for `stem` ("train"/"t10k") and kind ("images"/"labels")."""
+  dims = "idx3" if kind == "images" else "idx1"
+  names = []
+  for sep in ("-", "."):
+    base = f"{stem}-{kind}{sep}{dims}-ubyte"
+    names += [base, base + ".gz"]
+  return names
+
+
+def find_file(data_dir: str, stem: str, kind: str) -> str:
+  """The single IDX file of `kind` for `stem` in `data_dir`, or a clear error."""
+  gfile = _gfile()
+  if not gfile.isdir(data_dir):
+    raise IdxError(data_dir, "data directory does not exist")
+  present = set(gfile.listdir(data_dir))
+  found = [n for n in candidate_names(stem, kind) if n in present]
+  if not found:
+    raise IdxError(
+        data_dir, f"no {kind} file for split '{stem}' (looked for "
+        f"{', '.join(candidate_names(stem, kind)[::2])}, optionally .gz)")
+  if len(found) > 1:
+    raise IdxError(data_dir, f"ambiguous {kind} files for '{stem}': {found}")
+  return posixpath.join(data_dir, found[0]) if "://" in data_dir else (
+      data_dir.rstrip("/") + "/" + found[0])
+
+
+def open_raw(path: str) -> BinaryIO:
+  """Opens an IDX file for reading its raw bytes, decompressing gzip if needed."""
+  gfile = _gfile()
+  if not gfile.exists(path):
+    raise IdxError(path, "file does not exist")
+  f = gfile.GFile(path, "rb")
+  head = f.read(2)
+  f.seek(0)
+  if head == _GZIP_MAGIC:
+    return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
+  return f  # type: ignore[return-value]
+
+
+def _read_exact(f: BinaryIO, n: int) -> bytes:
+  """Reads n bytes or fewer at end of file; raises on a corrupt gzip stream."""
+  parts, got = [], 0
+  while got < n:
+    part = f.read(n - got)
+    if not part:
+      break
+    parts.append(part)
+    got += len(part)
+  return b"".join(parts)
+
+
+def _read_header(f: BinaryIO, path: str, magic: int) -> Tuple[int, ...]:
+  ndim = magic & 0xFF
+  header = _read_exact(f, 4 + 4 * ndim)
+  if not header:
+    raise IdxError(path, "file is empty")
+  if len(header) < 4:
+    raise IdxError(path, f"truncated header ({len(header)} bytes)")
+  (found,) = struct.unpack(">I", header[:4])
+  if found != magic:
+    raise IdxError(
+        path, f"wrong magic number 0x{found:08x}, expected 0x{magic:08x} "
+        f"({'images' if magic == IMAGES_MAGIC else 'labels'}, unsigned bytes)")
+  if len(header) < 4 + 4 * ndim:
+    raise IdxError(path, "truncated header: dimensions are missing")
+  return struct.unpack(f">{ndim}I", header[4:])
+
+
+def _hash_rest(f: BinaryIO, path: str, expected: int,
+               sha: "hashlib._Hash", label_limit: Optional[int]) -> None:
+  """Hashes and counts the payload; checks labels on the way."""
+  got = 0
+  while True:
+    try:
+      chunk = f.read(_CHUNK)
+    except (EOFError, OSError, gzip.BadGzipFile) as e:
+      raise IdxError(path, f"corrupt or truncated gzip stream ({e})") from e
+    if not chunk:
+      break
+    sha.update(chunk)
+    if label_limit is not None:
+      arr = np.frombuffer(chunk, dtype=np.uint8)
+      bad = np.flatnonzero(arr >= label_limit)
+      if bad.size:
+        i = int(bad[0])
+        raise IdxError(
+            path, f"label {int(arr[i])} at record {got + i} is out of range "
+            f"0-{label_limit - 1}")
+    got += len(chunk)
+  if got < expected:
+    raise IdxError(path, f"truncated: header promises {expected} bytes of data, "
+                   f"file has {got}")
+  if got > expected:
+    raise IdxError(path, f"{got - expected} unexpected bytes after the "
+                   f"{expected} bytes the header promises")
+
+
+def check_pair(images_path: str, labels_path: str,
+               rows: int = features.IMAGE_ROWS,
+               cols: int = features.IMAGE_COLS,
+               num_classes: int = features.NUM_CLASSES) -> IdxPair:
+  """Reads both files once, fully: structure, counts, labels and raw SHA-256."""
+  with open_raw(images_path) as f:
+    sha_images = hashlib.sha256()
+    try:
+      dims = _read_header(f, images_path, IMAGES_MAGIC)
+    except (EOFError, OSError, gzip.BadGzipFile) as e:
+      raise IdxError(images_path, f"corrupt gzip stream ({e})") from e
+    sha_images.update(struct.pack(">I", IMAGES_MAGIC) +
+                      struct.pack(">3I", *dims))
+    count, r, c = dims
+    if (r, c) != (rows, cols):
+      raise IdxError(images_path, f"images are {r}x{c}, expected {rows}x{cols}")
+    _hash_rest(f, images_path, count * r * c, sha_images, None)
+  with open_raw(labels_path) as f:
+    sha_labels = hashlib.sha256()
+    try:
+      (n_labels,) = _read_header(f, labels_path, LABELS_MAGIC)
+    except (EOFError, OSError, gzip.BadGzipFile) as e:
+      raise IdxError(labels_path, f"corrupt gzip stream ({e})") from e
+    sha_labels.update(struct.pack(">II", LABELS_MAGIC, n_labels))
+    _hash_rest(f, labels_path, n_labels, sha_labels, num_classes)
+  if n_labels != count:
+    raise IdxError(labels_path, f"{n_labels} labels but {images_path} has "
+                   f"{count} images")
+  if count == 0:
+    raise IdxError(images_path, "holds no records")
+  return IdxPair(images_path, labels_path, count, rows, cols,
+                 sha_images.hexdigest(), sha_labels.hexdigest())
+
+
+def read_range(pair: IdxPair, start: int, stop: int
+               ) -> Tuple[np.ndarray, np.ndarray]:
+  """Records [start, stop) of a checked pair: uint8 images [k, rows, cols], labels [k]."""
+  size = pair.rows * pair.cols
+  k = stop - start
+  with open_raw(pair.images_path) as f:
+    _skip(f, 16 + start * size)
+    images = np.frombuffer(_read_exact(f, k * size), np.uint8)
+  with open_raw(pair.labels_path) as f:
+    _skip(f, 8 + start)
+    labels = np.frombuffer(_read_exact(f, k), np.uint8)
+  if images.size != k * size or labels.size != k:
+    raise IdxError(pair.images_path, "changed while being read")
+  return images.reshape(k, pair.rows, pair.cols), labels
+
+
+def _skip(f: BinaryIO, n: int) -> None:
+  if isinstance(f, gzip.GzipFile):
+    while n > 0:  # gzip cannot seek cheaply backwards; reading forward is fine.
+      n -= len(f.read(min(n, _CHUNK))) or n
+  else:
+    f.seek(n)
+
+
+def load(images_path: str, labels_path: str) -> Tuple[np.ndarray, np.ndarray]:
+  """Checks and loads a whole pair into memory."""
+  pair = check_pair(images_path, labels_path)
+  return read_range(pair, 0, pair.count)
+
+
+def shard_ranges(count: int, shard_size: int) -> Iterator[Tuple[int, int]]:
+  for start in range(0, count, shard_size):
+    yield start, min(count, start + shard_size)
+
+
+def _write(path: str, header: bytes, payload: np.ndarray, compress: bool) -> None:
+  data = header + np.ascontiguousarray(payload, dtype=np.uint8).tobytes()
+  if compress:
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as g:
+      g.write(data)
+    data = buf.getvalue()
+  with _gfile().GFile(path, "wb") as f:
+    f.write(data)
+
+
+def write_images(path: str, images: np.ndarray, compress: bool = False) -> None:
+  """Writes uint8 images [n, rows, cols] as IDX (for tests and tools)."""
+  _write(path, struct.pack(">I3I", IMAGES_MAGIC, *images.shape), images, compress)
+
+
+def write_labels(path: str, labels: np.ndarray, compress: bool = False) -> None:
+  """Writes uint8 labels [n] as IDX (for tests and tools)."""
+  _write(path, struct.pack(">II", LABELS_MAGIC, len(labels)), labels, compress)

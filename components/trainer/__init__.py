@@ -1,0 +1,1 @@
+"""Trainer user module, in a package of its own (see `run`)."""

@@ -1,0 +1,1 @@
+"""Transform user module, in a package of its own (see its docstring)."""

@@ -1,0 +1,161 @@
+"""`mnist-tfx`: the command line.
+
+Arguments are parsed and checked before anything heavy is imported, so a
+typo fails in a fraction of a second, not after TensorFlow's import.
+"""
+
+import argparse
+import os
+import sys
+from typing import Any, Dict, List, Optional
+
+from components.models import (DISTRIBUTIONS, LR_SCHEDULES, MODELS, OPTIMIZERS,
+                               Hyperparameters)
+from pipeline.configs import (RUNNERS, PipelineConfig, with_overrides)
+
+# argparse dest -> config key (hyperparameters.* go to the Trainer).
+_HP_FLAGS = ("model", "hidden_units", "activation", "optimizer",
+             "learning_rate", "lr_schedule", "loss", "epochs", "batch_size",
+             "seed", "distribution")
+_CONFIG_FLAGS = ("data_dir", "output_dir", "pipeline_root", "metadata_path",
+                 "serving_dir", "min_accuracy", "max_regression", "runner",
+                 "image")
+
+
+def _hidden_units(text: str) -> List[int]:
+  try:
+    return [int(u) for u in text.replace(" ", "").split(",") if u]
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+        f"expected comma-separated layer sizes like 128,64, got {text!r}")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+  defaults = Hyperparameters()
+  p.add_argument("--config", help="JSON file with PipelineConfig fields; "
+                 "flags override it")
+  g = p.add_argument_group("data and outputs (paths or URIs)")
+  g.add_argument("--data-dir", help="folder with the four MNIST IDX files, "
+                 "gzipped or raw (default: download into a cache)")
+  g.add_argument("--output-dir", help="default: outputs")
+  g.add_argument("--pipeline-root")
+  g.add_argument("--metadata-path", help="ML Metadata SQLite file")
+  g.add_argument("--serving-dir", help="base folder of pushed models")
+  m = p.add_argument_group("model and training")
+  m.add_argument("--model", choices=sorted(MODELS),
+                 help=f"architecture (default: {defaults.model})")
+  m.add_argument("--hidden-units", type=_hidden_units,
+                 help="override the hidden layers, e.g. 256,128 ('' = none)")
+  m.add_argument("--activation", help=f"hidden activation ({defaults.activation})")
+  m.add_argument("--optimizer", choices=OPTIMIZERS)
+  m.add_argument("--learning-rate", type=float,
+                 help=f"initial learning rate ({defaults.learning_rate})")
+  m.add_argument("--lr-schedule", choices=LR_SCHEDULES,
+                 help=f"({defaults.lr_schedule})")
+  m.add_argument("--loss", help=f"Keras loss ({defaults.loss})")
+  m.add_argument("--epochs", type=int, help=f"({defaults.epochs})")
+  m.add_argument("--batch-size", type=int, help=f"({defaults.batch_size})")
+  m.add_argument("--seed", type=int, help=f"({defaults.seed})")
+  m.add_argument("--distribution", choices=DISTRIBUTIONS,
+                 help="tf.distribute strategy for the Trainer (none)")
+  e = p.add_argument_group("blessing")
+  e.add_argument("--min-accuracy", type=float,
+                 help="absolute bound (default: basic 0.90, improved 0.95)")
+  e.add_argument("--max-regression", type=float,
+                 help="accuracy the candidate may lose against the last "
+                 "blessed model (0.001)")
+  x = p.add_argument_group("execution")
+  x.add_argument("--beam-arg", action="append", dest="beam_args",
+                 metavar="ARG", help="Beam pipeline option, repeatable "
+                 "(replaces the in-process DirectRunner defaults)")
+  x.add_argument("--runner", choices=RUNNERS)
+  x.add_argument("--image", help="container image for kubeflow_v2")
+  x.add_argument("--no-cache", action="store_true",
+                 help="re-run every component")
+
+
+def config_from_args(args: argparse.Namespace) -> PipelineConfig:
+  config = (PipelineConfig.from_file(args.config) if args.config
+            else PipelineConfig())
+  overrides: Dict[str, Any] = {k: getattr(args, k) for k in _CONFIG_FLAGS}
+  overrides.update({f"hyperparameters.{k}": getattr(args, k) for k in _HP_FLAGS})
+  if args.beam_args:
+    overrides["beam_args"] = args.beam_args
+  if args.no_cache:
+    overrides["enable_cache"] = False
+  config = with_overrides(config, **overrides)
+  # Local paths become absolute, so artifact URIs do not depend on the cwd.
+  for field in ("data_dir", "output_dir", "pipeline_root", "metadata_path",
+                "serving_dir"):
+    value = getattr(config, field)
+    if value and "://" not in value:
+      setattr(config, field, os.path.abspath(value))
+  return config
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+  config = config_from_args(args)
+  if config.runner != "local":
+    print("mnist-tfx run executes locally; use `mnist-tfx compile` for "
+          f"{config.runner}", file=sys.stderr)
+    return 2
+  from pipeline import data  # pylint: disable=g-import-not-at-top
+  data_dir = config.data_dir
+  if data_dir is None:
+    try:
+      data_dir = data.ensure_mnist()
+    except data.DownloadError as e:
+      print(f"mnist-tfx: {e}", file=sys.stderr)
+      return 1
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  from pipeline import local_runner, summary  # pylint: disable=g-import-not-at-top
+  try:
+    result = local_runner.run(config, data_dir)
+  except local_runner.PipelineFailed as e:
+    print(summary.render(e.summary))
+    print(f"mnist-tfx: the run failed: {e.summary.get('error')}\n"
+          f"Summary: {config.summary_uri}; log: {e.summary.get('log')}",
+          file=sys.stderr)
+    return 1
+  print(summary.render(result))
+  print(f"Summary: {config.summary_uri}")
+  return 0
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+  from pipeline import data  # pylint: disable=g-import-not-at-top
+  try:
+    print(data.ensure_mnist(args.cache_dir))
+  except data.DownloadError as e:
+    print(f"mnist-tfx: {e}", file=sys.stderr)
+    return 1
+  return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="mnist-tfx", description="The TFX pipeline for MNIST: ingest, "
+      "validate, transform, train, evaluate and push.")
+  sub = parser.add_subparsers(dest="command", required=True)
+  run = sub.add_parser("run", help="run the pipeline locally")
+  _add_config_args(run)
+  run.set_defaults(func=_cmd_run)
+  download = sub.add_parser("download", help="fetch and verify MNIST into "
+                            "the cache")
+  download.add_argument("--cache-dir")
+  download.set_defaults(func=_cmd_download)
+  return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  try:
+    return args.func(args)
+  except ValueError as e:  # bad configuration values
+    print(f"mnist-tfx: {e}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,120 @@
+"""Pipeline configuration: plain data, with the one set of defaults and paths.
+
+A `PipelineConfig` is all that differs between a laptop run and a run on
+Kubeflow/Vertex with Dataflow: URIs, Beam arguments, the runner and image.
+`create_pipeline` reads nothing else, so scaling out never edits code. It is
+filled from defaults, then an optional JSON file (`--config`), then CLI flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+from components.models import Hyperparameters, strict_from_dict
+
+PIPELINE_NAME = "mnist-tfx"
+SERVING_MODEL_NAME = "mnist"
+DEFAULT_OUTPUT_DIR = "outputs"
+SUMMARY_FILE = "summary.json"
+METADATA_FILE = "metadata.sqlite"
+# In-process Beam: on 2 cores the multi-process DirectRunner was slower (its
+# workers re-import TF and pickle every element); see the README.
+DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+RUNNERS = ("local", "kubeflow_v2")
+DEFAULT_IMAGE = "mnist-tfx:latest"
+# Absolute accuracy the candidate may lose against the last blessed model.
+DEFAULT_MAX_REGRESSION = 0.001
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+  """Everything `create_pipeline` and the runners need; JSON-serializable."""
+
+  data_dir: Optional[str] = None  # None: the download cache (see pipeline.data)
+  output_dir: str = DEFAULT_OUTPUT_DIR
+  pipeline_root: Optional[str] = None  # default: <output_dir>/pipeline
+  metadata_path: Optional[str] = None  # default: <output_dir>/metadata.sqlite
+  serving_dir: Optional[str] = None  # default: <output_dir>/serving_model
+  serving_model_name: str = SERVING_MODEL_NAME
+  pipeline_name: str = PIPELINE_NAME
+  hyperparameters: Hyperparameters = dataclasses.field(
+      default_factory=Hyperparameters)
+  min_accuracy: Optional[float] = None  # None: the architecture's default
+  max_regression: float = DEFAULT_MAX_REGRESSION
+  beam_args: List[str] = dataclasses.field(
+      default_factory=lambda: list(DEFAULT_BEAM_ARGS))
+  runner: str = "local"
+  image: str = DEFAULT_IMAGE
+  enable_cache: bool = True
+
+  def __post_init__(self):
+    if isinstance(self.hyperparameters, dict):
+      self.hyperparameters = Hyperparameters.from_dict(self.hyperparameters)
+    if self.runner not in RUNNERS:
+      raise ValueError(f"unknown runner {self.runner!r}; choose from "
+                       f"{', '.join(RUNNERS)}")
+    if self.min_accuracy is not None and not 0 <= self.min_accuracy <= 1:
+      raise ValueError("min_accuracy must be between 0 and 1")
+    if not 0 <= self.max_regression <= 1:
+      raise ValueError("max_regression must be between 0 and 1")
+
+  # Derived locations: computed here only, so nothing else joins paths.
+  @property
+  def pipeline_root_uri(self) -> str:
+    return self.pipeline_root or _join(self.output_dir, "pipeline")
+
+  @property
+  def metadata_uri(self) -> str:
+    return self.metadata_path or _join(self.output_dir, METADATA_FILE)
+
+  @property
+  def serving_base_uri(self) -> str:
+    """TF Serving's model base path: `<serving_dir>/<model name>`."""
+    return _join(self.serving_dir or _join(self.output_dir, "serving_model"),
+                 self.serving_model_name)
+
+  @property
+  def summary_uri(self) -> str:
+    return _join(self.output_dir, SUMMARY_FILE)
+
+  @property
+  def effective_min_accuracy(self) -> float:
+    if self.min_accuracy is not None:
+      return self.min_accuracy
+    return self.hyperparameters.architecture.min_accuracy
+
+  def to_dict(self) -> Dict[str, Any]:
+    d = dataclasses.asdict(self)
+    d["hyperparameters"] = self.hyperparameters.to_dict()
+    return d
+
+  @classmethod
+  def from_dict(cls, d: Dict[str, Any]) -> "PipelineConfig":
+    return strict_from_dict(cls, d, "config keys")
+
+  @classmethod
+  def from_file(cls, path: str) -> "PipelineConfig":
+    with open(path, encoding="utf-8") as f:
+      return cls.from_dict(json.load(f))
+
+
+def _join(base: str, *parts: str) -> str:
+  if "://" in base:
+    return "/".join([base.rstrip("/"), *parts])
+  return os.path.join(base, *parts)
+
+
+def with_overrides(config: PipelineConfig, **overrides: Any) -> PipelineConfig:
+  """A copy with top-level fields and `hyperparameters.<name>` keys replaced."""
+  d = config.to_dict()
+  for key, value in overrides.items():
+    if value is None:
+      continue
+    if key.startswith("hyperparameters."):
+      d["hyperparameters"][key.split(".", 1)[1]] = value
+    else:
+      d[key] = value
+  return PipelineConfig.from_dict(d)

@@ -1,0 +1,81 @@
+"""Reading one pipeline run back from ML Metadata: node states, times, outputs.
+
+MLMD is the record of what ran, so the summary's component times and the
+artifacts it points at come from here, not from parsing logs.
+"""
+
+import dataclasses
+from typing import Any, Dict, List, Optional
+
+from google.protobuf import json_format
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+_STATES = {
+    metadata_store_pb2.Execution.COMPLETE: "complete",
+    metadata_store_pb2.Execution.CACHED: "cached",
+    metadata_store_pb2.Execution.FAILED: "failed",
+    metadata_store_pb2.Execution.RUNNING: "running",
+    metadata_store_pb2.Execution.CANCELED: "canceled",
+}
+
+
+@dataclasses.dataclass
+class NodeRun:
+  state: str
+  seconds: float
+  outputs: Dict[str, List[metadata_store_pb2.Artifact]]
+
+
+def open_store(sqlite_path: str) -> metadata_store.MetadataStore:
+  config = metadata_store_pb2.ConnectionConfig()
+  config.sqlite.filename_uri = sqlite_path
+  config.sqlite.connection_mode = (
+      metadata_store_pb2.SqliteMetadataSourceConfig.READONLY)
+  return metadata_store.MetadataStore(config)
+
+
+def latest_run_id(store: metadata_store.MetadataStore) -> Optional[str]:
+  runs = store.get_contexts_by_type("pipeline_run")
+  return max(runs, key=lambda c: c.id).name if runs else None
+
+
+def read_run(store: metadata_store.MetadataStore,
+             run_id: str) -> Dict[str, NodeRun]:
+  """{node id: NodeRun} for the executions of pipeline run `run_id`."""
+  run = store.get_context_by_type_and_name("pipeline_run", run_id)
+  if run is None:
+    return {}
+  node_type = store.get_context_type("node").id
+  executions = store.get_executions_by_context(run.id)
+  events = store.get_events_by_execution_ids([e.id for e in executions])
+  artifact_ids = sorted({e.artifact_id for e in events})
+  artifacts = {a.id: a for a in store.get_artifacts_by_id(artifact_ids)}
+  nodes = {}
+  for execution in sorted(executions, key=lambda e: e.id):
+    node = next(c.name for c in store.get_contexts_by_execution(execution.id)
+                if c.type_id == node_type).split(".", 1)[-1]
+    outputs: Dict[str, List[metadata_store_pb2.Artifact]] = {}
+    for event in events:
+      if (event.execution_id == execution.id and event.type in (
+          metadata_store_pb2.Event.OUTPUT,
+          metadata_store_pb2.Event.PENDING_OUTPUT)):
+        outputs.setdefault(event.path.steps[0].key, []).append(
+            artifacts[event.artifact_id])
+    seconds = (execution.last_update_time_since_epoch -
+               execution.create_time_since_epoch) / 1000.0
+    nodes[node] = NodeRun(_STATES.get(execution.last_known_state, "unknown"),
+                          round(seconds, 2), outputs)
+  return nodes
+
+
+def custom_property(artifact: metadata_store_pb2.Artifact, name: str) -> Any:
+  """A custom property as plain Python (JSON properties decoded)."""
+  if name not in artifact.custom_properties:
+    return None
+  value = artifact.custom_properties[name]
+  kind = value.WhichOneof("value")
+  if kind == "struct_value":
+    decoded = json_format.MessageToDict(value.struct_value)
+    return decoded.get("__value__", decoded)
+  return getattr(value, kind) if kind else None

@@ -1,0 +1,126 @@
+"""The mnist-tfx DAG, shared by every runner.
+
+ExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> (gate) ->
+Transform -> Trainer -> Evaluator (vs. the last blessed model) -> Pusher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Iterable, List, Optional
+
+from tfx import v1 as tfx
+
+import components
+from components import baseline, evaluation, features
+from components.data_validation import AnomaliesGate, CuratedSchemaGen
+from components.example_gen import IdxExampleGen
+from components.pusher import ServingPusher
+from pipeline.configs import PipelineConfig
+
+PREPROCESSING_FN = "components.transform.preprocessing.preprocessing_fn"
+RUN_FN = "components.trainer.run.run_fn"
+# Source files whose edits must invalidate each cached step (see
+# `code_fingerprint`): a step's own package plus what it imports from us.
+_TRANSFORM_CODE = ("transform", "features.py")
+_TRAINER_CODE = ("trainer", "transform", "models.py", "features.py")
+_EXAMPLE_GEN_CODE = ("example_gen.py", "idx.py", "features.py")
+
+COMPONENT_ORDER = (
+    "IdxExampleGen", "StatisticsGen", "CuratedSchemaGen", "ExampleValidator",
+    "AnomaliesGate", "Transform", "Trainer", "latest_blessed_model_resolver",
+    "Evaluator", "ServingPusher")
+
+
+def code_fingerprint(names: Iterable[str]) -> str:
+  """SHA-256 over the named files/packages of `components/`.
+
+  Transform and Trainer load their code by Python path, and function
+  components are keyed by class path only, so TFX would reuse their cached
+  outputs after a code edit. Passing this digest as a parameter makes the
+  edit part of the cache key, for exactly the code each step runs.
+  """
+  root = os.path.dirname(os.path.abspath(components.__file__))
+  h = hashlib.sha256()
+  for name in sorted(names):
+    path = os.path.join(root, name)
+    files = [path] if os.path.isfile(path) else sorted(
+        os.path.join(d, f) for d, _, fs in os.walk(path)
+        for f in fs if f.endswith(".py"))
+    for file in files:
+      h.update(os.path.relpath(file, root).encode())
+      with open(file, "rb") as f:
+        h.update(f.read())
+  return h.hexdigest()[:16]
+
+
+def create_pipeline(config: PipelineConfig, data_dir: str,
+                    data_fingerprint: str = "",
+                    beam_args: Optional[List[str]] = None) -> tfx.dsl.Pipeline:
+  """The pipeline for `config`, reading IDX files from `data_dir` (a URI).
+
+  `data_fingerprint` identifies the input files for caching (see
+  `example_gen.fingerprint`); orchestrators with their own caching may pass "".
+  """
+  hp = config.hyperparameters
+  example_gen = IdxExampleGen(
+      input_base=data_dir,
+      input_fingerprint=f"{data_fingerprint}|{code_fingerprint(_EXAMPLE_GEN_CODE)}")
+  examples = example_gen.outputs["examples"]
+
+  statistics_gen = tfx.components.StatisticsGen(examples=examples)
+  schema_gen = CuratedSchemaGen(statistics=statistics_gen.outputs["statistics"])
+  schema = schema_gen.outputs["schema"]
+  example_validator = tfx.components.ExampleValidator(
+      statistics=statistics_gen.outputs["statistics"], schema=schema)
+  anomalies_gate = AnomaliesGate(
+      anomalies=example_validator.outputs["anomalies"])
+
+  # No analyzer runs and the Trainer transforms raw examples itself, so
+  # Transform only builds the graph: no materialized copy, no statistics.
+  transform = tfx.components.Transform(
+      examples=examples, schema=schema, preprocessing_fn=PREPROCESSING_FN,
+      materialize=False, disable_statistics=True,
+      custom_config={"code": code_fingerprint(_TRANSFORM_CODE)})
+  transform.add_upstream_node(anomalies_gate)
+
+  trainer = tfx.components.Trainer(
+      run_fn=RUN_FN, examples=examples, schema=schema,
+      transform_graph=transform.outputs["transform_graph"],
+      train_args=tfx.proto.TrainArgs(splits=[features.TRAIN_SPLIT]),
+      eval_args=tfx.proto.EvalArgs(splits=[features.EVAL_SPLIT]),
+      custom_config={"hyperparameters": hp.to_dict(),
+                     "code": code_fingerprint(_TRAINER_CODE)})
+
+  model_resolver = tfx.dsl.Resolver(
+      strategy_class=baseline.LatestBlessedOtherModelStrategy,
+      **{baseline.CANDIDATE_KEY: trainer.outputs["model"],
+         baseline.MODEL_KEY: tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+         baseline.BLESSING_KEY: tfx.dsl.Channel(
+             type=tfx.types.standard_artifacts.ModelBlessing)},
+  ).with_id("latest_blessed_model_resolver")
+
+  evaluator = tfx.components.Evaluator(
+      examples=examples, model=trainer.outputs["model"],
+      baseline_model=model_resolver.outputs[baseline.MODEL_KEY],
+      example_splits=[features.EVAL_SPLIT],
+      eval_config=evaluation.eval_config(config.effective_min_accuracy,
+                                         config.max_regression))
+
+  pusher = ServingPusher(model=trainer.outputs["model"],
+                         model_blessing=evaluator.outputs["blessing"],
+                         serving_dir=config.serving_base_uri)
+
+  nodes = [example_gen, statistics_gen, schema_gen, example_validator,
+           anomalies_gate, transform, trainer, model_resolver, evaluator, pusher]
+  return tfx.dsl.Pipeline(
+      pipeline_name=config.pipeline_name,
+      pipeline_root=config.pipeline_root_uri,
+      components=nodes,
+      enable_cache=config.enable_cache,
+      metadata_connection_config=(
+          tfx.orchestration.metadata.sqlite_metadata_connection_config(
+              config.metadata_uri) if config.runner == "local" else None),
+      beam_pipeline_args=list(beam_args if beam_args is not None
+                              else config.beam_args))

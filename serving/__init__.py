@@ -1,0 +1,1 @@
+"""Serving the pushed models (see the serving issue)."""
