@@ -92,18 +92,22 @@ def describe_anomalies(anomalies_artifact_uri: str,
   return found
 
 
-@tfx.dsl.components.component
-def AnomaliesGate(  # pylint: disable=invalid-name
-    anomalies: tfx.dsl.components.InputArtifact[
-        tfx.types.standard_artifacts.ExampleAnomalies],
-) -> None:
-  """Fails the run, listing every anomaly, when ExampleValidator found any."""
-  import json  # pylint: disable=g-import-not-at-top
-  splits = json.loads(anomalies.split_names)
-  found = describe_anomalies(anomalies.uri, splits)
+def check_anomalies(anomalies_artifact_uri: str, splits: List[str]) -> None:
+  """Raises DataAnomaliesError listing every anomaly, if there is any."""
+  found = describe_anomalies(anomalies_artifact_uri, splits)
   if found:
     report = "; ".join(f"[{split}] " + "; ".join(lines)
                        for split, lines in found.items())
     raise DataAnomaliesError(
         f"ExampleValidator found anomalies, so nothing is trained or pushed: "
-        f"{report}. Details: {anomalies.uri}")
+        f"{report}. Details: {anomalies_artifact_uri}")
+
+
+@tfx.dsl.components.component
+def AnomaliesGate(  # pylint: disable=invalid-name
+    anomalies: tfx.dsl.components.InputArtifact[
+        tfx.types.standard_artifacts.ExampleAnomalies],
+) -> None:
+  """Fails the run when ExampleValidator found anomalies (see check_anomalies)."""
+  import json  # pylint: disable=g-import-not-at-top
+  check_anomalies(anomalies.uri, json.loads(anomalies.split_names))

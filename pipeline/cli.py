@@ -101,6 +101,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 2
   from pipeline import data  # pylint: disable=g-import-not-at-top
   data_dir = config.data_dir
+  if data_dir and "://" not in data_dir and not os.path.isdir(data_dir):
+    print(f"mnist-tfx: --data-dir {data_dir} is not a directory. "
+          f"{data.OFFLINE_HINT}", file=sys.stderr)
+    return 2
   if data_dir is None:
     try:
       data_dir = data.ensure_mnist()

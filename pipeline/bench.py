@@ -1,0 +1,156 @@
+"""`make bench`: the seeds' plain-Keras workflow vs. the full pipeline, same data.
+
+Each workflow runs in a fresh process, so both pay their imports, and each
+process's peak RSS is read from the kernel (wait4). Printed: wall times and
+their ratio, the pipeline's per-component seconds, both accuracies, a cached
+rerun's wall time, and peak RSS. Figures also go to <output-dir>/bench.json.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Dict, List
+
+from components import features
+from components.models import MODELS
+
+
+def plain_keras(data_dir: str, model: str, seed: int = 0) -> Dict[str, Any]:
+  """The seeds' workflow: IDX -> numpy, /255, flatten, fit 5 epochs at 32, evaluate."""
+  start = time.monotonic()
+  import keras  # pylint: disable=g-import-not-at-top
+  from components import idx  # pylint: disable=g-import-not-at-top
+
+  def load(stem):
+    x, y = idx.load(idx.find_file(data_dir, stem, "images"),
+                    idx.find_file(data_dir, stem, "labels"))
+    return x.reshape(len(x), -1).astype("float32") / 255.0, y
+
+  (x_train, y_train), (x_test, y_test) = load("train"), load("t10k")
+  keras.utils.set_random_seed(seed)
+  layers = [keras.Input((features.IMAGE_SIZE,))]
+  layers += [keras.layers.Dense(u, activation="relu")
+             for u in MODELS[model].hidden_units]
+  layers += [keras.layers.Dense(features.NUM_CLASSES, activation="sigmoid")]
+  net = keras.Sequential(layers)
+  net.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+              metrics=["accuracy"])
+  net.fit(x_train, y_train, epochs=5, batch_size=32, verbose=0)
+  _, accuracy = net.evaluate(x_test, y_test, verbose=0)
+  return {"accuracy": float(accuracy),
+          "seconds_in_process": time.monotonic() - start}
+
+
+def _run_child(argv: List[str]) -> Dict[str, Any]:
+  start = time.monotonic()
+  proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  # wait4 reaps the child and reports its own peak RSS, not the max over all.
+  out_chunks, err_chunks = [], []
+  readers = [threading.Thread(target=lambda s=s, c=c: c.append(s.read()))
+             for s, c in ((proc.stdout, out_chunks), (proc.stderr, err_chunks))]
+  for r in readers:
+    r.start()
+  _, status, rusage = os.wait4(proc.pid, 0)
+  for r in readers:
+    r.join()
+  return {"seconds": round(time.monotonic() - start, 1),
+          "exit": os.waitstatus_to_exitcode(status),
+          "peak_rss_mb": round(rusage.ru_maxrss / 1024),
+          "stdout": b"".join(out_chunks).decode(errors="replace"),
+          "stderr": b"".join(err_chunks).decode(errors="replace")}
+
+
+def bench(data_dir: str, model: str, work_dir: str) -> Dict[str, Any]:
+  plain = _run_child([sys.executable, "-m", "pipeline.bench", "--plain",
+                      "--data-dir", data_dir, "--model", model])
+  if plain["exit"] != 0:
+    raise RuntimeError(f"plain Keras run failed:\n{plain['stderr'][-3000:]}")
+  plain_result = json.loads(plain["stdout"].strip().splitlines()[-1])
+  out = os.path.join(work_dir, model)
+  shutil.rmtree(out, ignore_errors=True)
+  cmd = [sys.executable, "-m", "pipeline.cli", "run", "--data-dir", data_dir,
+         "--output-dir", out, "--model", model]
+  fresh = _run_child(cmd)
+  if fresh["exit"] != 0:
+    raise RuntimeError(f"pipeline run failed:\n{fresh['stderr'][-3000:]}")
+  with open(os.path.join(out, "summary.json")) as f:
+    summary = json.load(f)
+  cached = _run_child(cmd)
+  with open(os.path.join(out, "summary.json")) as f:
+    cached_summary = json.load(f)
+  return {
+      "model": model,
+      "plain_keras": {"seconds": plain["seconds"],
+                      "accuracy": plain_result["accuracy"],
+                      "peak_rss_mb": plain["peak_rss_mb"]},
+      "pipeline": {"seconds": fresh["seconds"], "accuracy": summary["accuracy"],
+                   "blessed": summary["blessed"],
+                   "pushed": summary["pushed_model_path"],
+                   "component_seconds": summary["component_seconds"],
+                   "peak_rss_mb": fresh["peak_rss_mb"]},
+      "cached_rerun": {"seconds": cached["seconds"],
+                       "all_cached": all(
+                           s == "cached" for n, s in
+                           cached_summary["component_status"].items()
+                           if n != "latest_blessed_model_resolver"),
+                       "pushed_new": cached_summary["pushed_new"],
+                       "peak_rss_mb": cached["peak_rss_mb"]},
+      "ratio_fresh": round(fresh["seconds"] / plain["seconds"], 2),
+      "ratio_cached": round(cached["seconds"] / plain["seconds"], 2),
+  }
+
+
+def report(r: Dict[str, Any]) -> str:
+  p, k, c = r["pipeline"], r["plain_keras"], r["cached_rerun"]
+  lines = [
+      f"== {r['model']} ==",
+      f"plain Keras : {k['seconds']:6.1f}s  accuracy {k['accuracy']:.4f}  "
+      f"peak RSS {k['peak_rss_mb']} MB",
+      f"pipeline    : {p['seconds']:6.1f}s  accuracy {p['accuracy']:.4f}  "
+      f"peak RSS {p['peak_rss_mb']} MB  blessed={p['blessed']}",
+      f"ratio       : {r['ratio_fresh']:.2f}x (target <= 2x)",
+      f"cached rerun: {c['seconds']:6.1f}s  = {r['ratio_cached']:.2f}x plain "
+      f"(target <= 0.3x)  all cached={c['all_cached']}  "
+      f"pushed new={c['pushed_new']}  peak RSS {c['peak_rss_mb']} MB",
+      "components  : " + ", ".join(f"{n} {s:.1f}s" for n, s in
+                                   p["component_seconds"].items() if s >= 0.05),
+  ]
+  return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m pipeline.bench")
+  parser.add_argument("--data-dir", help="MNIST IDX folder (default: the "
+                      "verified download cache, as `mnist-tfx run` uses)")
+  parser.add_argument("--model", action="append", choices=sorted(MODELS))
+  parser.add_argument("--output-dir", default="outputs/bench")
+  parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  if args.data_dir is None:
+    from pipeline import data  # pylint: disable=g-import-not-at-top
+    args.data_dir = data.ensure_mnist()
+  data_dir = os.path.abspath(args.data_dir)
+  models = args.model or ["improved"]
+  if args.plain:
+    print(json.dumps(plain_keras(data_dir, models[0])))
+    return 0
+  os.makedirs(args.output_dir, exist_ok=True)
+  results = []
+  for model in models:
+    print(f"Benchmarking {model}: plain Keras, fresh pipeline, cached rerun ...",
+          flush=True)
+    results.append(bench(data_dir, model, os.path.abspath(args.output_dir)))
+    print(report(results[-1]), flush=True)
+  with open(os.path.join(args.output_dir, "bench.json"), "w") as f:
+    json.dump(results, f, indent=2)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,99 @@
+"""Configuration and the command line: defaults, overrides, early errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pipeline import cli
+from pipeline.configs import PipelineConfig, with_overrides
+
+
+def _config(*argv):
+  return cli.config_from_args(cli.build_parser().parse_args(["run", *argv]))
+
+
+def test_defaults_and_derived_paths():
+  config = _config()
+  assert config.output_dir == os.path.abspath("outputs")
+  assert config.serving_base_uri == os.path.join(config.output_dir,
+                                                 "serving_model", "mnist")
+  assert config.metadata_uri.endswith("outputs/metadata.sqlite")
+  assert config.effective_min_accuracy == 0.95
+  assert config.beam_args == ["--direct_running_mode=in_memory",
+                              "--direct_num_workers=1"]
+
+
+def test_flags_override_hyperparameters_and_bounds():
+  config = _config("--model", "basic", "--epochs", "3", "--hidden-units", "64,32",
+                   "--learning-rate", "0.01", "--min-accuracy", "0.8",
+                   "--beam-arg=--runner=DirectRunner", "--beam-arg=--direct_num_workers=2")
+  hp = config.hyperparameters
+  assert (hp.model, hp.epochs, hp.layers, hp.learning_rate) == (
+      "basic", 3, (64, 32), 0.01)
+  assert config.effective_min_accuracy == 0.8
+  assert config.beam_args == ["--runner=DirectRunner", "--direct_num_workers=2"]
+
+
+def test_basic_has_its_own_bound():
+  assert _config("--model", "basic").effective_min_accuracy == 0.90
+
+
+def test_uris_stay_uris():
+  config = _config("--output-dir", "gs://bucket/run", "--data-dir", "gs://bucket/mnist")
+  assert config.serving_base_uri == "gs://bucket/run/serving_model/mnist"
+  assert config.data_dir == "gs://bucket/mnist"
+
+
+def test_config_file_then_flags(tmp_path):
+  path = tmp_path / "c.json"
+  path.write_text(json.dumps({"hyperparameters": {"model": "basic", "epochs": 2},
+                              "max_regression": 0.01}))
+  config = _config("--config", str(path), "--epochs", "4")
+  assert config.hyperparameters.model == "basic"
+  assert config.hyperparameters.epochs == 4 and config.max_regression == 0.01
+
+
+def test_config_round_trips():
+  config = with_overrides(PipelineConfig(), **{"hyperparameters.seed": 7})
+  assert PipelineConfig.from_dict(config.to_dict()) == config
+
+
+def test_unknown_config_key_is_an_error(tmp_path):
+  path = tmp_path / "c.json"
+  path.write_text(json.dumps({"epochs": 3}))
+  with pytest.raises(ValueError, match="unknown config keys: epochs"):
+    _config("--config", str(path))
+
+
+_PROBE = """
+import sys
+from pipeline import cli
+try:
+  code = cli.main(sys.argv[1:])
+except SystemExit as e:
+  code = e.code
+print("tensorflow imported:", "tensorflow" in sys.modules)
+sys.exit(code)
+"""
+
+
+def _cli(*argv):
+  return subprocess.run([sys.executable, "-c", _PROBE, *argv],
+                        capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["run", "--epochs", "0"], "epochs must be at least 1"),
+    (["run", "--model", "huge"], "invalid choice: 'huge'"),
+    (["run", "--hidden-units", "a,b"], "comma-separated layer sizes"),
+    (["run", "--data-dir", "/nonexistent/mnist"], "is not a directory"),
+])
+def test_bad_arguments_fail_early_and_clearly(argv, message):
+  proc = _cli(*argv)
+  assert proc.returncode == 2
+  assert message in proc.stderr
+  # Checked before the heavy imports, so a typo costs no TF start-up.
+  assert "tensorflow imported: False" in proc.stdout

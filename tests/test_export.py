@@ -1,0 +1,111 @@
+"""The exported SavedModel: both signatures agree, and bad pixels are refused."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components import features
+from components.models import Hyperparameters, build_model
+from components.trainer import export
+from tests import tiny_mnist
+
+
+@pytest.fixture(scope="module")
+def tft_output(tmp_path_factory):
+  """A real Transform graph, written by TFT's Beam implementation."""
+  import tensorflow_transform as tft
+  import tensorflow_transform.beam as tft_beam
+  from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+  from components.transform.preprocessing import preprocessing_fn
+
+  tmp = str(tmp_path_factory.mktemp("tft"))
+  spec = {features.IMAGE_KEY: tf.io.FixedLenFeature(features.IMAGE_SHAPE, tf.int64),
+          features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
+  metadata = dataset_metadata.DatasetMetadata(
+      schema_utils.schema_from_feature_spec(spec))
+  labels = np.arange(4) % 10
+  rows = [{features.IMAGE_KEY: img, features.LABEL_KEY: int(l)}
+          for img, l in zip(tiny_mnist.make_images(labels).astype(np.int64), labels)]
+  import apache_beam as beam
+  with beam.Pipeline() as pipeline, tft_beam.Context(
+      temp_dir=os.path.join(tmp, "tmp")):
+    data = pipeline | beam.Create(rows)
+    transform_fn = (data, metadata) | tft_beam.AnalyzeDataset(preprocessing_fn)
+    _ = transform_fn | tft_beam.WriteTransformFn(os.path.join(tmp, "tf"))
+  # TFX's Transform also writes the raw metadata; TFTransformOutput needs it.
+  from tensorflow_transform.tf_metadata import metadata_io
+  metadata_io.write_metadata(metadata, os.path.join(
+      tmp, "tf", tft.TFTransformOutput.RAW_METADATA_DIR))
+  return tft.TFTransformOutput(os.path.join(tmp, "tf"))
+
+
+@pytest.fixture(scope="module")
+def loaded(tft_output, tmp_path_factory):
+  model = build_model(Hyperparameters(model="improved"), 10)
+  path = str(tmp_path_factory.mktemp("model"))
+  export.export(model, tft_output, path)
+  return tf.saved_model.load(path)
+
+
+def _serialize(images):
+  return [tf.train.Example(features=tf.train.Features(feature={
+      features.IMAGE_KEY: tf.train.Feature(int64_list=tf.train.Int64List(
+          value=img.reshape(-1).tolist()))})).SerializeToString()
+          for img in images]
+
+
+def test_signatures_exist(loaded):
+  assert set(loaded.signatures) == {features.SERVING_SIGNATURE,
+                                    features.EXAMPLES_SIGNATURE}
+
+
+def test_two_signatures_give_identical_predictions(loaded):
+  images = tiny_mnist.make_images(np.arange(10), seed=3)
+  by_pixels = loaded.signatures[features.SERVING_SIGNATURE](
+      images=tf.constant(images, tf.float32))
+  by_examples = loaded.signatures[features.EXAMPLES_SIGNATURE](
+      examples=tf.constant(_serialize(images)))
+  np.testing.assert_array_equal(by_pixels[features.PROBABILITIES_KEY].numpy(),
+                                by_examples[features.PROBABILITIES_KEY].numpy())
+  np.testing.assert_array_equal(by_pixels[features.CLASSES_KEY].numpy(),
+                                by_examples[features.CLASSES_KEY].numpy())
+
+
+def test_flat_and_square_inputs_agree_and_probabilities_sum_to_one(loaded):
+  images = tiny_mnist.make_images(np.arange(5), seed=4).astype(np.float32)
+  serve = loaded.signatures[features.SERVING_SIGNATURE]
+  square = serve(images=tf.constant(images))
+  flat = serve(images=tf.constant(images.reshape(5, -1)))
+  p = square[features.PROBABILITIES_KEY].numpy()
+  np.testing.assert_array_equal(p, flat[features.PROBABILITIES_KEY].numpy())
+  assert p.shape == (5, 10)
+  np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
+  np.testing.assert_array_equal(square[features.CLASSES_KEY].numpy(),
+                                p.argmax(axis=1))
+
+
+def test_label_feature_in_examples_is_ignored(loaded):
+  images = tiny_mnist.make_images(np.arange(3))
+  with_label = [tf.train.Example.FromString(s) for s in _serialize(images)]
+  for ex in with_label:
+    ex.features.feature[features.LABEL_KEY].int64_list.value.append(7)
+  a = loaded.signatures[features.EXAMPLES_SIGNATURE](
+      examples=tf.constant([e.SerializeToString() for e in with_label]))
+  b = loaded.signatures[features.EXAMPLES_SIGNATURE](
+      examples=tf.constant(_serialize(images)))
+  np.testing.assert_array_equal(a[features.PROBABILITIES_KEY].numpy(),
+                                b[features.PROBABILITIES_KEY].numpy())
+
+
+@pytest.mark.parametrize("images,match", [
+    (np.full((1, 28, 28), 256.0), "pixel values must be in 0-255"),
+    (np.full((1, 784), -1.0), "pixel values must be in 0-255"),
+    (np.full((1, 28, 28), np.nan), "NaN or Inf"),
+    (np.zeros((2, 100)), "must be shaped"),
+])
+def test_bad_pixels_are_refused(loaded, images, match):
+  with pytest.raises(tf.errors.InvalidArgumentError, match=match):
+    loaded.signatures[features.SERVING_SIGNATURE](
+        images=tf.constant(images, tf.float32))

@@ -1,0 +1,143 @@
+"""IDX reading and checking: good files, and each way a file can be bad."""
+
+import gzip
+import os
+import struct
+
+import numpy as np
+import pytest
+
+from components import idx
+from tests import tiny_mnist
+
+
+def _pair(tmp_path, n=20, compress=False, labels=None, images=None):
+  labels = np.arange(n, dtype=np.uint8) % 10 if labels is None else labels
+  images = tiny_mnist.make_images(labels) if images is None else images
+  suffix = ".gz" if compress else ""
+  ip = os.path.join(tmp_path, f"train-images-idx3-ubyte{suffix}")
+  lp = os.path.join(tmp_path, f"train-labels-idx1-ubyte{suffix}")
+  idx.write_images(ip, images, compress)
+  idx.write_labels(lp, labels, compress)
+  return ip, lp, images, labels
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_check_and_read_round_trip(tmp_path, compress):
+  ip, lp, images, labels = _pair(tmp_path, compress=compress)
+  pair = idx.check_pair(ip, lp)
+  assert (pair.count, pair.rows, pair.cols) == (20, 28, 28)
+  got_images, got_labels = idx.read_range(pair, 5, 12)
+  np.testing.assert_array_equal(got_images, images[5:12])
+  np.testing.assert_array_equal(got_labels, labels[5:12])
+
+
+def test_raw_sha256_ignores_compression(tmp_path):
+  (tmp_path / "raw").mkdir()
+  (tmp_path / "gz").mkdir()
+  raw = _pair(tmp_path / "raw", compress=False)
+  gz = _pair(tmp_path / "gz", compress=True)
+  a, b = idx.check_pair(*raw[:2]), idx.check_pair(*gz[:2])
+  assert a.images_sha256 == b.images_sha256
+  assert a.labels_sha256 == b.labels_sha256
+
+
+def test_find_file_accepts_gz_and_raw_and_names_missing(tmp_path):
+  ip, _, _, _ = _pair(tmp_path, compress=True)
+  assert idx.find_file(str(tmp_path), "train", "images") == ip
+  with pytest.raises(idx.IdxError, match="no images file for split 't10k'"):
+    idx.find_file(str(tmp_path), "t10k", "images")
+  with pytest.raises(idx.IdxError, match="does not exist"):
+    idx.find_file(str(tmp_path / "nope"), "train", "images")
+
+
+def test_ambiguous_files_are_an_error(tmp_path):
+  _pair(tmp_path, compress=True)
+  _pair(tmp_path, compress=False)
+  with pytest.raises(idx.IdxError, match="ambiguous"):
+    idx.find_file(str(tmp_path), "train", "images")
+
+
+def test_truncated_images(tmp_path):
+  ip, lp, _, _ = _pair(tmp_path)
+  with open(ip, "rb+") as f:
+    f.truncate(16 + 28 * 28 * 19 + 100)
+  with pytest.raises(idx.IdxError, match="truncated") as e:
+    idx.check_pair(ip, lp)
+  assert e.value.path == ip
+
+
+def test_truncated_gzip_stream(tmp_path):
+  ip, lp, _, _ = _pair(tmp_path, compress=True)
+  data = open(ip, "rb").read()
+  open(ip, "wb").write(data[: len(data) // 2])
+  with pytest.raises(idx.IdxError, match="gzip|truncated") as e:
+    idx.check_pair(ip, lp)
+  assert ip in str(e.value)
+
+
+def test_trailing_bytes(tmp_path):
+  ip, lp, _, _ = _pair(tmp_path)
+  with open(ip, "ab") as f:
+    f.write(b"\0" * 7)
+  with pytest.raises(idx.IdxError, match="7 unexpected bytes"):
+    idx.check_pair(ip, lp)
+
+
+def test_wrong_magic(tmp_path):
+  ip, lp, _, _ = _pair(tmp_path)
+  # Labels where images belong: the classic mix-up.
+  with pytest.raises(idx.IdxError, match="wrong magic number 0x00000801") as e:
+    idx.check_pair(lp, lp)
+  assert e.value.path == lp
+
+
+def test_count_mismatch(tmp_path):
+  ip, lp, _, labels = _pair(tmp_path)
+  idx.write_labels(lp, labels[:-1])
+  with pytest.raises(idx.IdxError, match="19 labels but .* has 20 images"):
+    idx.check_pair(ip, lp)
+
+
+def test_label_out_of_range(tmp_path):
+  labels = np.arange(20, dtype=np.uint8) % 10
+  labels[13] = 10
+  ip, lp, _, _ = _pair(tmp_path, labels=labels)
+  with pytest.raises(idx.IdxError, match="label 10 at record 13 is out of range 0-9") as e:
+    idx.check_pair(ip, lp)
+  assert e.value.path == lp
+
+
+@pytest.mark.parametrize("which", ["images", "labels"])
+def test_empty_file(tmp_path, which):
+  ip, lp, _, _ = _pair(tmp_path)
+  path = ip if which == "images" else lp
+  open(path, "wb").close()
+  with pytest.raises(idx.IdxError, match="file is empty") as e:
+    idx.check_pair(ip, lp)
+  assert e.value.path == path
+
+
+def test_zero_records(tmp_path):
+  ip, lp, _, _ = _pair(tmp_path, labels=np.zeros(0, np.uint8),
+                       images=np.zeros((0, 28, 28), np.uint8))
+  with pytest.raises(idx.IdxError, match="holds no records"):
+    idx.check_pair(ip, lp)
+
+
+def test_wrong_image_size(tmp_path):
+  labels = np.zeros(3, np.uint8)
+  ip, lp, _, _ = _pair(tmp_path, labels=labels,
+                       images=np.zeros((3, 32, 32), np.uint8))
+  with pytest.raises(idx.IdxError, match="images are 32x32, expected 28x28"):
+    idx.check_pair(ip, lp)
+
+
+def test_not_gzip_but_named_gz_reads_raw(tmp_path):
+  ip, lp, _, _ = _pair(tmp_path)
+  os.rename(ip, ip + ".gz")
+  assert idx.check_pair(ip + ".gz", lp).count == 20
+
+
+def test_shard_ranges_cover_everything():
+  assert list(idx.shard_ranges(25, 10)) == [(0, 10), (10, 20), (20, 25)]

@@ -1,0 +1,61 @@
+"""The model registry, hyperparameters, and the builders' architectures."""
+
+import numpy as np
+import pytest
+
+from components import features
+from components.models import MODELS, Hyperparameters, build_model
+
+
+@pytest.mark.parametrize("name,params", [("basic", 7_850), ("improved", 79_510)])
+def test_parameter_counts(name, params):
+  model = build_model(Hyperparameters(model=name), steps_per_epoch=10)
+  assert model.count_params() == params
+
+
+def test_architectures_match_the_seeds():
+  basic = build_model(Hyperparameters(model="basic"), 10)
+  improved = build_model(Hyperparameters(model="improved"), 10)
+  assert [l.units for l in basic.layers[1:]] == [10]
+  assert [(l.units, l.activation.__name__) for l in improved.layers[1:]] == [
+      (100, "relu"), (10, "sigmoid")]
+  assert basic.loss == "sparse_categorical_crossentropy"
+  assert type(basic.optimizer).__name__ == "Adam"
+
+
+def test_hidden_units_override_and_output_shape():
+  model = build_model(Hyperparameters(model="basic", hidden_units=(32, 16)), 5)
+  out = model(np.zeros((3, features.IMAGE_SIZE), np.float32))
+  assert out.shape == (3, features.NUM_CLASSES)
+  assert model.count_params() == 784 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
+
+
+def test_defaults_are_the_seeds_except_the_schedule():
+  hp = Hyperparameters()
+  assert (hp.model, hp.optimizer, hp.loss, hp.epochs, hp.batch_size) == (
+      "improved", "adam", "sparse_categorical_crossentropy", 5, 32)
+  assert hp.lr_schedule == "cosine"
+  assert hp.layers == MODELS["improved"].hidden_units
+
+
+def test_round_trip_through_dict():
+  hp = Hyperparameters(model="basic", hidden_units=(64,), epochs=2)
+  assert Hyperparameters.from_dict(hp.to_dict()) == hp
+  assert Hyperparameters.from_dict(Hyperparameters().to_dict()).hidden_units is None
+
+
+@pytest.mark.parametrize("bad,match", [
+    ({"model": "huge"}, "unknown model 'huge'"),
+    ({"optimizer": "adagrad"}, "unknown optimizer"),
+    ({"epochs": 0}, "epochs must be at least 1"),
+    ({"learning_rate": 0}, "learning_rate must be positive"),
+    ({"hidden_units": (10, 0)}, "hidden_units must be positive"),
+])
+def test_bad_hyperparameters(bad, match):
+  with pytest.raises(ValueError, match=match):
+    Hyperparameters(**bad)
+
+
+def test_unknown_key_is_an_error():
+  with pytest.raises(ValueError, match="unknown hyperparameters: epoch"):
+    Hyperparameters.from_dict({"epoch": 3})

@@ -1,0 +1,132 @@
+"""The whole pipeline with LocalDagRunner on tiny IDX files (1 epoch).
+
+One output directory goes through the life of a deployment: a first run
+that is blessed and pushed, a rerun that is fully cached, a worse model that
+is evaluated against the blessed one and not pushed, and bad data that stops
+before training.
+"""
+
+import io
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components import evaluation, features, idx
+from pipeline import local_runner
+from pipeline.configs import PipelineConfig, with_overrides
+from pipeline.pipeline import COMPONENT_ORDER
+from tests import tiny_mnist
+
+EXECUTED = [n for n in COMPONENT_ORDER if n != "latest_blessed_model_resolver"]
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("e2e"))
+  return with_overrides(PipelineConfig(output_dir=out),
+                        **{"hyperparameters.epochs": 1})
+
+
+@pytest.fixture(scope="module")
+def first(config, tiny_data_dir):
+  return local_runner.run(config, tiny_data_dir, out=io.StringIO())
+
+
+@pytest.fixture(scope="module")
+def rerun(config, tiny_data_dir, first):
+  versions = sorted(os.listdir(config.serving_base_uri))
+  summary = local_runner.run(config, tiny_data_dir, out=io.StringIO())
+  return summary, versions
+
+
+def test_every_component_ran(first):
+  assert first["status"] == "succeeded"
+  assert all(first["component_status"][n] == "complete" for n in EXECUTED)
+  assert first["train_examples"] == 300 and first["eval_examples"] == 100
+
+
+def test_statistics_schema_and_anomalies_exist(first):
+  art = first["artifacts"]
+  for split in ("train", "eval"):
+    assert tf.io.gfile.exists(os.path.join(
+        art["StatisticsGen.statistics"], f"Split-{split}", "FeatureStats.pb"))
+    assert tf.io.gfile.exists(os.path.join(
+        art["ExampleValidator.anomalies"], f"Split-{split}", "SchemaDiff.pb"))
+  schema = open(os.path.join(art["CuratedSchemaGen.schema"], "schema.pbtxt")).read()
+  assert "max: 255" in schema and "max: 9" in schema
+
+
+def test_evaluation_has_overall_label_slices_and_confusion_matrix(first):
+  result = evaluation.load(first["artifacts"]["Evaluator.evaluation"])
+  assert result.example_count == 100
+  assert sorted(result.per_class_accuracy, key=int) == [str(i) for i in range(10)]
+  matrix = np.array(result.confusion_matrix)
+  assert matrix.sum() == 100
+  assert [int(r) for r in matrix.sum(axis=1)] == list(result.per_class_count.values())
+  # The summary's figures are TFMA's.
+  assert first["accuracy"] == pytest.approx(result.accuracy)
+  assert first["accuracy"] == pytest.approx(np.trace(matrix) / 100)
+
+
+def test_blessed_model_is_pushed_in_tf_serving_layout(first, config):
+  assert first["blessed"] and first["accuracy"] >= 0.95
+  path = first["pushed_model_path"]
+  assert os.path.dirname(path) == config.serving_base_uri
+  assert os.path.basename(path).isdigit() and first["pushed_new"]
+  model = tf.saved_model.load(path)
+  images = tiny_mnist.make_images(np.arange(10), seed=9)
+  out = model.signatures[features.SERVING_SIGNATURE](
+      images=tf.constant(images, tf.float32))
+  assert out[features.CLASSES_KEY].shape == (10,)
+
+
+def test_summary_json_has_the_promised_fields(first, config):
+  import json
+  on_disk = json.load(open(config.summary_uri))
+  for key in ("model", "accuracy", "per_class_accuracy", "blessed",
+              "pushed_model_path", "component_seconds", "total_seconds",
+              "train_examples", "eval_examples"):
+    assert key in on_disk
+  assert sorted(on_disk["per_class_accuracy"], key=int) == [str(i) for i in range(10)]
+  assert on_disk["model"] == "improved"
+
+
+def test_rerun_is_fully_cached_and_pushes_nothing_new(rerun, config):
+  summary, versions_before = rerun
+  assert all(summary["component_status"][n] == "cached" for n in EXECUTED)
+  assert not summary["pushed_new"]
+  assert sorted(os.listdir(config.serving_base_uri)) == versions_before
+
+
+def test_worse_model_is_compared_with_the_blessed_one_and_not_pushed(
+    config, tiny_data_dir, rerun):
+  versions_before = sorted(os.listdir(config.serving_base_uri))
+  worse = with_overrides(config, **{"hyperparameters.learning_rate": 1e-7,
+                                    "hyperparameters.lr_schedule": "constant"})
+  summary = local_runner.run(worse, tiny_data_dir, out=io.StringIO())
+  assert summary["status"] == "succeeded"  # not blessed is not a failure
+  assert summary["component_status"]["Trainer"] == "complete"
+  assert summary["baseline_accuracy"] == pytest.approx(1.0)
+  assert not summary["blessed"] and summary["pushed_model_path"] is None
+  assert "below" in summary["blessing"]
+  assert sorted(os.listdir(config.serving_base_uri)) == versions_before
+
+
+def test_out_of_range_label_stops_before_the_trainer(tmp_path):
+  data_dir = str(tmp_path / "bad")
+  tiny_mnist.write_dataset(data_dir, n_train=50, n_eval=20)
+  labels_path = os.path.join(data_dir, "t10k-labels-idx1-ubyte.gz")
+  labels = np.arange(20, dtype=np.uint8) % 10
+  labels[5] = 11
+  idx.write_labels(labels_path, labels, compress=True)
+  config = PipelineConfig(output_dir=str(tmp_path / "out"))
+  with pytest.raises(local_runner.PipelineFailed) as e:
+    local_runner.run(config, data_dir, out=io.StringIO())
+  summary = e.value.summary
+  assert "label 11 at record 5 is out of range 0-9" in summary["error"]
+  assert "t10k-labels-idx1-ubyte.gz" in summary["error"]
+  assert summary["component_status"].get("IdxExampleGen") == "failed"
+  assert "Trainer" not in summary["component_status"]
+  assert not os.path.exists(config.serving_base_uri)
