@@ -29,8 +29,10 @@ help:
 $(VENV)/.installed: requirements.lock setup.py | $(UV)
 	@test -n "$(PYTHON310)" || { echo "Python 3.10 not found (install it, or pass PYTHON310=/path/to/python3.10)"; exit 1; }
 	@test -x $(PY) || $(UV) venv --python "$(PYTHON310)" $(VENV)
-	$(UV) pip sync --python $(PY) requirements.lock
-	$(UV) pip install --python $(PY) --no-deps -e .
+	# Bytecode is compiled once here: where PYTHONDONTWRITEBYTECODE is set,
+	# Python would otherwise compile ~7,000 files on every start (~12 s).
+	$(UV) pip sync --python $(PY) --compile-bytecode requirements.lock
+	$(UV) pip install --python $(PY) --no-deps --compile-bytecode -e .
 	@touch $@
 
 setup: $(VENV)/.installed

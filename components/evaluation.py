@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Tuple
 
 from components import features
 
-ACCURACY = "sparse_categorical_accuracy"
+ACCURACY = "accuracy"  # components.tfma_metrics.MultiClassAccuracy
 EXAMPLE_COUNT = "example_count"
 CONFUSION_PLOT = "multi_class_confusion_matrix_plot"
 
@@ -35,7 +35,7 @@ def eval_config(min_accuracy: float, max_regression: float):
       metrics_specs=[tfma.MetricsSpec(metrics=[
           tfma.MetricConfig(class_name="ExampleCount"),
           tfma.MetricConfig(
-              class_name="SparseCategoricalAccuracy",
+              class_name="MultiClassAccuracy", module="components.tfma_metrics",
               threshold=tfma.MetricThreshold(
                   value_threshold=tfma.GenericValueThreshold(
                       lower_bound={"value": min_accuracy}),

@@ -25,17 +25,67 @@ _PAYLOAD_FORMAT = "FORMAT_TF_EXAMPLE"
 _SHARD_RECORDS = 10_000  # records one Beam element reads: parallelism unit
 
 
+def _varint(n: int) -> bytes:
+  out = bytearray()
+  while n >= 0x80:
+    out.append((n & 0x7F) | 0x80)
+    n >>= 7
+  out.append(n)
+  return bytes(out)
+
+
+def _len_field(tag: int, payload_len: int) -> bytes:
+  """Tag and length of a length-delimited protobuf field."""
+  return bytes([tag]) + _varint(payload_len)
+
+
+def _int64_feature(key: str, packed_len: int) -> Tuple[bytes, int]:
+  """Header of a map entry {key: Feature(int64_list)} and the entry's length.
+
+  Example := 1:Features; Features := 1:map entry*; entry := 1:key 2:Feature;
+  Feature := 3:Int64List; Int64List := 1:packed varints. Every tag here is a
+  length-delimited field: (field << 3) | 2.
+  """
+  name = key.encode()
+  int64_list = _len_field(0x0A, packed_len)  # Int64List.value
+  feature = _len_field(0x1A, len(int64_list) + packed_len)  # Feature.int64_list
+  entry = (_len_field(0x0A, len(name)) + name +
+           _len_field(0x12, len(feature) + len(int64_list) + packed_len))
+  header = entry + feature + int64_list
+  return _len_field(0x0A, len(header) + packed_len) + header, (
+      len(header) + packed_len)
+
+
 def encode_examples(images: np.ndarray, labels: np.ndarray) -> List[bytes]:
-  """Serialized tf.Examples: `image` = the row-major pixels, `label` = the class."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  flat = images.reshape(len(images), -1)
+  """Serialized tf.Examples: `image` = the row-major pixels, `label` = the class.
+
+  Byte-for-byte what `tf.train.Example(...).SerializeToString()` parses to,
+  built with numpy for a whole batch: encoding through the protobuf API
+  was half of ExampleGen's time on MNIST. Pixels are bytes, so each packed
+  varint is one byte (< 128) or two (the low 7 bits with the high bit set,
+  then 1).
+  """
+  flat = np.ascontiguousarray(images.reshape(len(images), -1), dtype=np.uint8)
+  high = flat >= 0x80
+  first = np.where(high, (flat & 0x7F) | 0x80, flat).astype(np.uint8)
+  pairs = np.stack([first, np.ones_like(first)], axis=2)
+  keep = np.stack([np.ones_like(high), high], axis=2)
+  packed = pairs[keep].tobytes()
+  ends = np.cumsum(flat.shape[1] + high.sum(axis=1))
+  label_entries = {}
   out = []
-  for pixels, label in zip(flat.tolist(), labels.tolist()):
-    ex = tf.train.Example()
-    feature = ex.features.feature
-    feature[features.IMAGE_KEY].int64_list.value.extend(pixels)
-    feature[features.LABEL_KEY].int64_list.value.append(label)
-    out.append(ex.SerializeToString())
+  start = 0
+  for end, label in zip(ends.tolist(), labels.tolist()):
+    if label not in label_entries:
+      value = _varint(int(label))
+      entry_head, entry_len = _int64_feature(features.LABEL_KEY, len(value))
+      label_entries[label] = (entry_head + value, entry_len)
+    image_head, image_len = _int64_feature(features.IMAGE_KEY, end - start)
+    label_entry, label_len = label_entries[label]
+    features_len = len(image_head) + (end - start) + len(label_entry)
+    out.append(_len_field(0x0A, features_len) + image_head +
+               packed[start:end] + label_entry)
+    start = end
   return out
 
 

@@ -55,6 +55,28 @@ def code_fingerprint(names: Iterable[str]) -> str:
   return h.hexdigest()[:16]
 
 
+# Beam options that tell a runner how workers get the job's Python code.
+_DEPENDENCY_FLAGS = ("--extra_package", "--extra_packages", "--setup_file",
+                     "--requirements_file", "--sdk_container_image",
+                     "--worker_harness_container_image")
+
+
+def with_dependencies(beam_args: List[str]) -> List[str]:
+  """Beam args that ship this project to workers, unless they already say how.
+
+  Workers need our components, not just TFX; and without such a flag every
+  Beam component builds an sdist of the whole installed TFX package first
+  (~1.4 s each, four per run), even for the in-process DirectRunner.
+  """
+  if any(a.split("=", 1)[0] in _DEPENDENCY_FLAGS for a in beam_args):
+    return list(beam_args)
+  setup_py = os.path.join(os.path.dirname(os.path.dirname(
+      os.path.abspath(components.__file__))), "setup.py")
+  if not os.path.exists(setup_py):  # installed as a wheel: rely on the image
+    return list(beam_args)
+  return list(beam_args) + [f"--setup_file={setup_py}"]
+
+
 def create_pipeline(config: PipelineConfig, data_dir: str,
                     data_fingerprint: str = "",
                     beam_args: Optional[List[str]] = None) -> tfx.dsl.Pipeline:
@@ -122,5 +144,5 @@ def create_pipeline(config: PipelineConfig, data_dir: str,
       metadata_connection_config=(
           tfx.orchestration.metadata.sqlite_metadata_connection_config(
               config.metadata_uri) if config.runner == "local" else None),
-      beam_pipeline_args=list(beam_args if beam_args is not None
-                              else config.beam_args))
+      beam_pipeline_args=with_dependencies(
+          beam_args if beam_args is not None else config.beam_args))

@@ -86,7 +86,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     model = build_model(hp, steps_per_epoch)
   history = model.fit(
       x_train, y_train, batch_size=hp.batch_size, epochs=hp.epochs,
-      shuffle=True, validation_data=(x_eval, y_eval), verbose=0,
+      shuffle=True, validation_data=(x_eval, y_eval),
+      validation_batch_size=_READ_BATCH // 4, verbose=0,
       callbacks=[EpochLog()])
   export.export(model, tft_output, fn_args.serving_model_dir)
   tf.io.gfile.makedirs(fn_args.model_run_dir)

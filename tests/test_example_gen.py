@@ -1,0 +1,59 @@
+"""IdxExampleGen's encoding and its Beam stages, on tiny data."""
+
+import glob
+import os
+
+import apache_beam as beam
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components import example_gen, features
+from tests import tiny_mnist
+
+
+def _proto(image, label):
+  return tf.train.Example(features=tf.train.Features(feature={
+      features.IMAGE_KEY: tf.train.Feature(int64_list=tf.train.Int64List(
+          value=image.reshape(-1).tolist())),
+      features.LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(
+          value=[int(label)])),
+  }))
+
+
+@pytest.mark.parametrize("fill", ["random", 0, 127, 128, 255])
+def test_fast_encoding_equals_protobuf(fill):
+  rng = np.random.default_rng(1)
+  if fill == "random":
+    images = rng.integers(0, 256, size=(50, 28, 28), dtype=np.uint8)
+  else:
+    images = np.full((3, 28, 28), fill, np.uint8)
+  labels = rng.integers(0, 10, size=len(images)).astype(np.uint8)
+  encoded = example_gen.encode_examples(images, labels)
+  for data, image, label in zip(encoded, images, labels):
+    assert tf.train.Example.FromString(data) == _proto(image, label)
+
+
+def test_write_examples_writes_every_record_of_every_split(tiny_data_dir, tmp_path):
+  pairs = example_gen.check_data_dir(tiny_data_dir)
+  with beam.Pipeline() as pipeline:
+    example_gen.write_examples(pipeline, pairs, str(tmp_path), shard_records=64)
+  for split, n in (("train", 300), ("eval", 100)):
+    files = glob.glob(os.path.join(tmp_path, f"Split-{split}", "*.gz"))
+    records = [tf.train.Example.FromString(r.numpy()) for r in
+               tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    assert len(records) == n
+    labels = sorted(r.features.feature[features.LABEL_KEY].int64_list.value[0]
+                    for r in records)
+    assert labels == sorted(np.arange(n) % 10)
+    assert all(len(r.features.feature[features.IMAGE_KEY].int64_list.value)
+               == features.IMAGE_SIZE for r in records)
+
+
+def test_fingerprint_changes_with_the_files(tmp_path):
+  d = str(tmp_path)
+  tiny_mnist.write_dataset(d, n_train=20, n_eval=10)
+  before = example_gen.fingerprint(d)
+  assert example_gen.fingerprint(d) == before
+  tiny_mnist.write_dataset(d, n_train=30, n_eval=10)
+  assert example_gen.fingerprint(d) != before
