@@ -16,7 +16,7 @@ from pipeline.configs import (RUNNERS, PipelineConfig, with_overrides)
 # argparse dest -> config key (hyperparameters.* go to the Trainer).
 _HP_FLAGS = ("model", "hidden_units", "activation", "optimizer",
              "learning_rate", "lr_schedule", "loss", "epochs", "batch_size",
-             "seed", "distribution")
+             "seed", "distribution", "steps_per_execution")
 _CONFIG_FLAGS = ("data_dir", "output_dir", "pipeline_root", "metadata_path",
                  "serving_dir", "min_accuracy", "max_regression", "runner",
                  "image")
@@ -56,6 +56,9 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
   m.add_argument("--epochs", type=int, help=f"({defaults.epochs})")
   m.add_argument("--batch-size", type=int, help=f"({defaults.batch_size})")
   m.add_argument("--seed", type=int, help=f"({defaults.seed})")
+  m.add_argument("--steps-per-execution", type=int,
+                 help="training steps per graph call; speed only "
+                 f"({defaults.steps_per_execution})")
   m.add_argument("--distribution", choices=DISTRIBUTIONS,
                  help="tf.distribute strategy for the Trainer (none)")
   e = p.add_argument_group("blessing")

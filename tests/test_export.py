@@ -42,11 +42,33 @@ def tft_output(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def loaded(tft_output, tmp_path_factory):
+def saved_path(tft_output, tmp_path_factory):
   model = build_model(Hyperparameters(model="improved"), 10)
   path = str(tmp_path_factory.mktemp("model"))
   export.export(model, tft_output, path)
-  return tf.saved_model.load(path)
+  return path
+
+
+@pytest.fixture(scope="module")
+def loaded(saved_path):
+  return tf.saved_model.load(saved_path)
+
+
+def test_loads_and_serves_without_tft_or_our_code(saved_path):
+  """What TF Serving does: only the SavedModel, in a fresh process."""
+  import subprocess
+  import sys
+  probe = (
+      "import sys, numpy as np, tensorflow as tf\n"
+      f"m = tf.saved_model.load({saved_path!r})\n"
+      "out = m.signatures['serving_default'](images=tf.zeros([2, 784]))\n"
+      "assert out['probabilities'].shape == (2, 10)\n"
+      "assert 'tensorflow_transform' not in sys.modules\n"
+      "assert 'components' not in sys.modules\n"
+      "print('ok')\n")
+  proc = subprocess.run([sys.executable, "-c", probe], capture_output=True,
+                        text=True, timeout=300, cwd="/")
+  assert proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
 
 
 def _serialize(images):
