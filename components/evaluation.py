@@ -36,12 +36,17 @@ def eval_config(min_accuracy: float, max_regression: float):
           tfma.MetricConfig(class_name="ExampleCount"),
           tfma.MetricConfig(
               class_name="MultiClassAccuracy", module="components.tfma_metrics",
-              threshold=tfma.MetricThreshold(
-                  value_threshold=tfma.GenericValueThreshold(
-                      lower_bound={"value": min_accuracy}),
-                  change_threshold=tfma.GenericChangeThreshold(
-                      direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-                      absolute={"value": -max_regression}))),
+              # Scoped to the overall slice: a plain `threshold` would also
+              # apply to each digit's slice, failing models whose overall
+              # accuracy passes but one digit's does not.
+              per_slice_thresholds=[tfma.PerSliceMetricThreshold(
+                  slicing_specs=[tfma.SlicingSpec()],
+                  threshold=tfma.MetricThreshold(
+                      value_threshold=tfma.GenericValueThreshold(
+                          lower_bound={"value": min_accuracy}),
+                      change_threshold=tfma.GenericChangeThreshold(
+                          direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+                          absolute={"value": -max_regression})))]),
           tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
       ])])
 
@@ -70,6 +75,16 @@ def _slice_name(slice_key) -> Optional[str]:
   if not keys:
     return None
   return str(keys[0].int64_value)
+
+
+def _describe_failure(slice_key, failure) -> str:
+  where = ", ".join(f"{k.column}={k.int64_value or k.bytes_value.decode() or k.float_value}"
+                    for k in slice_key.single_slice_keys) or "overall"
+  what = failure.metric_key.name + (" (change vs baseline)"
+                                    if failure.metric_key.is_diff else "")
+  value = failure.metric_value.double_value.value
+  return f"{what} {value:.4f} on {where} fails {failure.metric_threshold}".replace(
+      "\n", " ").strip()
 
 
 def load(evaluation_uri: str) -> Evaluation:
@@ -107,7 +122,7 @@ def load(evaluation_uri: str) -> Evaluation:
                 entry.num_weighted_examples)
 
   validation = tfma.load_validation_result(evaluation_uri)
-  failures = [f.message or str(f.metric_key).replace("\n", " ")
+  failures = [_describe_failure(per_slice.slice_key, f)
               for per_slice in validation.metric_validations_per_slice
               for f in per_slice.failures]
   labels = sorted((n for n in counts if n is not None), key=int)

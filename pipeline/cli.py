@@ -11,15 +11,14 @@ from typing import Any, Dict, List, Optional
 
 from components.models import (DISTRIBUTIONS, LR_SCHEDULES, MODELS, OPTIMIZERS,
                                Hyperparameters)
-from pipeline.configs import (RUNNERS, PipelineConfig, with_overrides)
+from pipeline.configs import PipelineConfig, with_overrides
 
 # argparse dest -> config key (hyperparameters.* go to the Trainer).
 _HP_FLAGS = ("model", "hidden_units", "activation", "optimizer",
              "learning_rate", "lr_schedule", "loss", "epochs", "batch_size",
              "seed", "distribution", "steps_per_execution")
 _CONFIG_FLAGS = ("data_dir", "output_dir", "pipeline_root", "metadata_path",
-                 "serving_dir", "min_accuracy", "max_regression", "runner",
-                 "image")
+                 "serving_dir", "min_accuracy", "max_regression")
 
 
 def _hidden_units(text: str) -> List[int]:
@@ -71,8 +70,6 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
   x.add_argument("--beam-arg", action="append", dest="beam_args",
                  metavar="ARG", help="Beam pipeline option, repeatable "
                  "(replaces the in-process DirectRunner defaults)")
-  x.add_argument("--runner", choices=RUNNERS)
-  x.add_argument("--image", help="container image for kubeflow_v2")
   x.add_argument("--no-cache", action="store_true",
                  help="re-run every component")
 
@@ -99,8 +96,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
 def _cmd_run(args: argparse.Namespace) -> int:
   config = config_from_args(args)
   if config.runner != "local":
-    print("mnist-tfx run executes locally; use `mnist-tfx compile` for "
-          f"{config.runner}", file=sys.stderr)
+    print(f"mnist-tfx run executes locally; runner {config.runner!r} in the "
+          "config is not supported by this command", file=sys.stderr)
     return 2
   from pipeline import data  # pylint: disable=g-import-not-at-top
   data_dir = config.data_dir

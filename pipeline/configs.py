@@ -23,8 +23,7 @@ METADATA_FILE = "metadata.sqlite"
 # In-process Beam: on 2 cores the multi-process DirectRunner was slower (its
 # workers re-import TF and pickle every element); see the README.
 DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
-RUNNERS = ("local", "kubeflow_v2")
-DEFAULT_IMAGE = "mnist-tfx:latest"
+RUNNERS = ("local",)  # the scale-out work adds kubeflow_v2
 # Absolute accuracy the candidate may lose against the last blessed model.
 DEFAULT_MAX_REGRESSION = 0.001
 
@@ -47,7 +46,6 @@ class PipelineConfig:
   beam_args: List[str] = dataclasses.field(
       default_factory=lambda: list(DEFAULT_BEAM_ARGS))
   runner: str = "local"
-  image: str = DEFAULT_IMAGE
   enable_cache: bool = True
 
   def __post_init__(self):

@@ -98,8 +98,8 @@ def _blessing_reason(config: PipelineConfig,
   if result.blessed:
     reason = f"accuracy {result.accuracy:.4f} >= {bound}"
     if result.baseline_accuracy is not None:
-      reason += (f" and within {config.max_regression} of the last blessed "
-                 f"model's {result.baseline_accuracy:.4f}")
+      reason += (f" and not more than {config.max_regression} below the last "
+                 f"blessed model's {result.baseline_accuracy:.4f}")
     else:
       reason += " (no blessed model to compare with yet)"
     return reason

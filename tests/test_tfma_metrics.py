@@ -35,3 +35,16 @@ def test_merging_accumulators():
   merged = combiner.merge_accumulators([a, b])
   assert combiner.extract_output(merged)[key] == pytest.approx(0.5)
   assert key.name == "accuracy"
+
+
+def test_blessing_thresholds_apply_to_the_overall_slice_only():
+  from components import evaluation
+  config = evaluation.eval_config(min_accuracy=0.9, max_regression=0.001)
+  (accuracy,) = [m for spec in config.metrics_specs for m in spec.metrics
+                 if m.class_name == "MultiClassAccuracy"]
+  assert not accuracy.HasField("threshold")
+  (scoped,) = accuracy.per_slice_thresholds
+  assert len(scoped.slicing_specs) == 1
+  assert not scoped.slicing_specs[0].feature_keys  # the overall slice
+  assert scoped.threshold.value_threshold.lower_bound.value == 0.9
+  assert scoped.threshold.change_threshold.absolute.value == -0.001
