@@ -50,11 +50,6 @@ def curate(schema):  # -> schema_pb2.Schema
   return schema
 
 
-def read_schema(schema_artifact_uri: str):
-  import tensorflow_data_validation as tfdv  # pylint: disable=g-import-not-at-top
-  return tfdv.load_schema_text(os.path.join(schema_artifact_uri, SCHEMA_FILE))
-
-
 @tfx.dsl.components.component
 def CuratedSchemaGen(  # pylint: disable=invalid-name
     statistics: tfx.dsl.components.InputArtifact[

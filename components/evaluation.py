@@ -13,7 +13,6 @@ from components import features
 
 ACCURACY = "accuracy"  # components.tfma_metrics.MultiClassAccuracy
 EXAMPLE_COUNT = "example_count"
-CONFUSION_PLOT = "multi_class_confusion_matrix_plot"
 
 
 def eval_config(min_accuracy: float, max_regression: float):

@@ -10,7 +10,7 @@ Examples artifact is published.
 
 import json
 import os
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -167,11 +167,3 @@ def IdxExampleGen(  # pylint: disable=invalid-name
                             "images_sha256": p.images_sha256,
                             "labels_sha256": p.labels_sha256}
                     for split, p in pairs.items()})
-
-
-def split_counts(examples: tfx.dsl.Artifact) -> Optional[Dict[str, int]]:
-  """Per-split record counts recorded by IdxExampleGen, if it made `examples`."""
-  info = examples.get_json_value_custom_property("idx_files")
-  if not info:
-    return None
-  return {split: int(v["count"]) for split, v in dict(info).items()}

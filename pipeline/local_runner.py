@@ -6,7 +6,6 @@ to `<output_dir>/logs/run-<time>.log`, so nothing is lost. At the end: a
 short summary on stdout and the same facts in `<output_dir>/summary.json`.
 """
 
-import json
 import logging
 import os
 import sys
@@ -127,7 +126,3 @@ class PipelineFailed(RuntimeError):
   def __init__(self, summary: Dict[str, Any]):
     super().__init__(summary.get("error", "pipeline failed"))
     self.summary = summary
-
-
-def dumps(summary: Dict[str, Any]) -> str:
-  return json.dumps(summary, indent=2, sort_keys=False)

@@ -1,7 +1,6 @@
 """The curated schema catches what inference alone would not; the gate stops the run."""
 
 import json
-import os
 
 import numpy as np
 import pytest

@@ -1,8 +1,6 @@
 """IDX reading and checking: good files, and each way a file can be bad."""
 
-import gzip
 import os
-import struct
 
 import numpy as np
 import pytest

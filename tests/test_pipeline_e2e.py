@@ -128,5 +128,6 @@ def test_out_of_range_label_stops_before_the_trainer(tmp_path):
   assert "label 11 at record 5 is out of range 0-9" in summary["error"]
   assert "t10k-labels-idx1-ubyte.gz" in summary["error"]
   assert summary["component_status"].get("IdxExampleGen") == "failed"
+  assert "IdxExampleGen.examples" not in summary["artifacts"]  # nothing published
   assert "Trainer" not in summary["component_status"]
   assert not os.path.exists(config.serving_base_uri)
