@@ -32,7 +32,8 @@ EVAL_SPLIT = "eval"
 PROBABILITIES_KEY = "probabilities"
 CLASSES_KEY = "classes"
 # Signature names of the exported model.
-SERVING_SIGNATURE = "serving_default"  # raw pixels in
+SERVING_SIGNATURE = "serving_default"  # raw pixels in (float32)
+UINT8_SIGNATURE = "serving_uint8"  # raw pixels in (uint8), for typed clients
 EXAMPLES_SIGNATURE = "from_examples"  # serialized tf.Examples in
 IMAGES_INPUT = "images"
 EXAMPLES_INPUT = "examples"

@@ -80,6 +80,7 @@ def _serialize(images):
 
 def test_signatures_exist(loaded):
   assert set(loaded.signatures) == {features.SERVING_SIGNATURE,
+                                    features.UINT8_SIGNATURE,
                                     features.EXAMPLES_SIGNATURE}
 
 
@@ -93,6 +94,10 @@ def test_two_signatures_give_identical_predictions(loaded):
                                 by_examples[features.PROBABILITIES_KEY].numpy())
   np.testing.assert_array_equal(by_pixels[features.CLASSES_KEY].numpy(),
                                 by_examples[features.CLASSES_KEY].numpy())
+  by_uint8 = loaded.signatures[features.UINT8_SIGNATURE](
+      images=tf.constant(images, tf.uint8))
+  np.testing.assert_array_equal(by_pixels[features.PROBABILITIES_KEY].numpy(),
+                                by_uint8[features.PROBABILITIES_KEY].numpy())
 
 
 def test_flat_and_square_inputs_agree_and_probabilities_sum_to_one(loaded):

@@ -10,6 +10,8 @@ Signatures:
   or [N, 784] (TF Serving's REST API turns JSON integers, e.g. uint8 pixels,
   into this float input). NaN or values outside 0-255 are rejected with an
   InvalidArgument error rather than silently mis-scaled.
+- `serving_uint8`: the same for uint8 `images`, for clients that send typed
+  tensors (gRPC, Python): a signature has exactly one input dtype.
 - `from_examples`: `examples`, serialized tf.Examples (what TFMA feeds, and
   what a classify-style client sends); a `label` feature is ignored.
 Both return `probabilities` (float32 [N, 10], summing to 1) and `classes`
@@ -71,6 +73,14 @@ class ServingModule(tf.Module):
   @tf.function(autograph=False, input_signature=[
       tf.TensorSpec(shape=None, dtype=tf.float32, name=features.IMAGES_INPUT)])
   def serve_images(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
+    return self._predict_pixels(images)
+
+  @tf.function(autograph=False, input_signature=[
+      tf.TensorSpec(shape=None, dtype=tf.uint8, name=features.IMAGES_INPUT)])
+  def serve_uint8(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
+    return self._predict_pixels(tf.cast(images, tf.float32))
+
+  def _predict_pixels(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
     n = tf.shape(images)[0]
     with tf.control_dependencies([
         tf.debugging.assert_equal(
@@ -101,5 +111,6 @@ def export(model, tft_output, path: str) -> None:
   module = ServingModule(model, tft_output)
   tf.saved_model.save(module, path, signatures={
       features.SERVING_SIGNATURE: module.serve_images.get_concrete_function(),
+      features.UINT8_SIGNATURE: module.serve_uint8.get_concrete_function(),
       features.EXAMPLES_SIGNATURE: module.serve_examples.get_concrete_function(),
   })
