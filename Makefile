@@ -14,12 +14,13 @@ MNIST_DIR ?=
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test bench lock clean
+.PHONY: help setup run test bench bench-scaling lock clean
 
 help:
 	@echo "make run [MNIST_DIR=dir] [RUN_ARGS='--model basic ...']  set up, then run the pipeline"
 	@echo "make test                                               set up, then run the tests"
 	@echo "make bench MNIST_DIR=dir                                plain Keras vs the pipeline"
+	@echo "make bench-scaling MNIST_DIR=dir                        data components at 10k/35k/70k, in-process vs 2 workers"
 	@echo "make lock                                               re-resolve requirements.lock"
 
 .tools/bin/uv:
@@ -45,6 +46,9 @@ test: setup
 
 bench: setup
 	$(PY) -m pipeline.bench $(if $(MNIST_DIR),--data-dir "$(MNIST_DIR)")
+
+bench-scaling: setup
+	$(PY) -m pipeline.bench --scaling $(if $(MNIST_DIR),--data-dir "$(MNIST_DIR)")
 
 lock: | $(UV)
 	$(UV) pip compile --python-version 3.10 --python-platform x86_64-unknown-linux-gnu requirements.in -o requirements.lock

@@ -106,6 +106,63 @@ def bench(data_dir: str, model: str, work_dir: str) -> Dict[str, Any]:
   }
 
 
+DATA_COMPONENTS = ("IdxExampleGen", "StatisticsGen", "Transform")
+SCALING_MODES = {
+    "in-process": ["--direct_running_mode=in_memory", "--direct_num_workers=1"],
+    "2 workers": ["--direct_running_mode=multi_processing",
+                  "--direct_num_workers=2"],
+}
+
+
+def write_subset(data_dir: str, total: int, out_dir: str) -> str:
+  """The first `total` MNIST records, split 6:1 like the official files."""
+  from components import idx  # pylint: disable=g-import-not-at-top
+  os.makedirs(out_dir, exist_ok=True)
+  n_train = round(total * 6 / 7)
+  for stem, n in (("train", n_train), ("t10k", total - n_train)):
+    x, y = idx.load(idx.find_file(data_dir, stem, "images"),
+                    idx.find_file(data_dir, stem, "labels"))
+    idx.write_images(os.path.join(out_dir, f"{stem}-images-idx3-ubyte"), x[:n])
+    idx.write_labels(os.path.join(out_dir, f"{stem}-labels-idx1-ubyte"), y[:n])
+  return out_dir
+
+
+def scaling(data_dir: str, work_dir: str,
+            sizes=(10_000, 35_000, 70_000)) -> List[Dict[str, Any]]:
+  """Seconds of the data components per size and Beam mode (one process)."""
+  import io  # pylint: disable=g-import-not-at-top
+  from pipeline import local_runner  # pylint: disable=g-import-not-at-top
+  from pipeline.configs import PipelineConfig  # pylint: disable=g-import-not-at-top
+  rows = []
+  for size in sizes:
+    subset = write_subset(data_dir, size, os.path.join(work_dir, f"data-{size}"))
+    for mode, beam_args in SCALING_MODES.items():
+      out = os.path.join(work_dir, f"run-{size}-{mode.replace(' ', '_')}")
+      shutil.rmtree(out, ignore_errors=True)
+      summary = local_runner.run(PipelineConfig(output_dir=out,
+                                                beam_args=beam_args),
+                                 subset, out=io.StringIO(), data_only=True)
+      seconds = {c: summary["component_seconds"][c] for c in DATA_COMPONENTS}
+      total = sum(seconds.values())
+      rows.append({"examples": size, "mode": mode, "seconds": seconds,
+                   "total": round(total, 2),
+                   "per_10k": round(total / size * 10_000, 2)})
+      print(f"{size:>6} {mode:<11} " + "  ".join(
+          f"{c} {s:5.1f}s" for c, s in seconds.items()) +
+            f"  total {total:5.1f}s  = {rows[-1]['per_10k']:.2f}s per 10k",
+            flush=True)
+  for mode in SCALING_MODES:  # least squares: total = fixed + slope * size
+    pts = [(r["examples"], r["total"]) for r in rows if r["mode"] == mode]
+    n = len(pts)
+    mx = sum(x for x, _ in pts) / n
+    my = sum(y for _, y in pts) / n
+    slope = (sum((x - mx) * (y - my) for x, y in pts) /
+             sum((x - mx) ** 2 for x, _ in pts))
+    print(f"{mode:<11} fixed {my - slope * mx:5.1f}s + "
+          f"{slope * 10_000:.2f}s per 10k examples", flush=True)
+  return rows
+
+
 def report(r: Dict[str, Any]) -> str:
   p, k, c = r["pipeline"], r["plain_keras"], r["cached_rerun"]
   lines = [
@@ -131,6 +188,9 @@ def main(argv=None) -> int:
   parser.add_argument("--model", action="append", choices=sorted(MODELS))
   parser.add_argument("--output-dir", default="outputs/bench")
   parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
+  parser.add_argument("--scaling", action="store_true",
+                      help="the data components at 10k/35k/70k examples, "
+                      "in-process vs 2 Beam workers")
   args = parser.parse_args(argv)
   if args.data_dir is None:
     from pipeline import data  # pylint: disable=g-import-not-at-top
@@ -141,6 +201,11 @@ def main(argv=None) -> int:
     print(json.dumps(plain_keras(data_dir, models[0])))
     return 0
   os.makedirs(args.output_dir, exist_ok=True)
+  if args.scaling:
+    rows = scaling(data_dir, os.path.abspath(args.output_dir))
+    with open(os.path.join(args.output_dir, "scaling.json"), "w") as f:
+      json.dump(rows, f, indent=2)
+    return 0
   results = []
   for model in models:
     print(f"Benchmarking {model}: plain Keras, fresh pipeline, cached rerun ...",

@@ -78,6 +78,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
   config = (PipelineConfig.from_file(args.config) if args.config
             else PipelineConfig())
   overrides: Dict[str, Any] = {k: getattr(args, k) for k in _CONFIG_FLAGS}
+  for key in ("runner", "image"):  # only `compile` has these flags
+    overrides[key] = getattr(args, key, None)
   overrides.update({f"hyperparameters.{k}": getattr(args, k) for k in _HP_FLAGS})
   if args.beam_args:
     overrides["beam_args"] = args.beam_args
@@ -126,6 +128,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
   return 0
 
 
+def _cmd_compile(args: argparse.Namespace) -> int:
+  config = config_from_args(args)
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  from pipeline import kubeflow_runner  # pylint: disable=g-import-not-at-top
+  path = kubeflow_runner.compile_kubeflow_v2(config, args.output)
+  print(f"Wrote the {config.runner} pipeline spec to {path} (image "
+        f"{config.image}; runtime parameter "
+        f"{kubeflow_runner.DATA_ROOT_PARAMETER}={config.data_dir})")
+  return 0
+
+
 def _cmd_download(args: argparse.Namespace) -> int:
   from pipeline import data  # pylint: disable=g-import-not-at-top
   try:
@@ -144,6 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
   run = sub.add_parser("run", help="run the pipeline locally")
   _add_config_args(run)
   run.set_defaults(func=_cmd_run)
+  compile_ = sub.add_parser(
+      "compile", help="compile the pipeline for Kubeflow Pipelines v2 / "
+      "Vertex AI Pipelines (a JSON spec)")
+  _add_config_args(compile_)
+  compile_.add_argument("--runner", choices=["kubeflow_v2"],
+                        default="kubeflow_v2")
+  compile_.add_argument("--image", help="the pipeline's container image "
+                        "(default: mnist-tfx:latest, see the Dockerfile)")
+  compile_.add_argument("--output", required=True, help="spec file to write")
+  compile_.set_defaults(func=_cmd_compile)
   download = sub.add_parser("download", help="fetch and verify MNIST into "
                             "the cache")
   download.add_argument("--cache-dir")

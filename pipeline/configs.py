@@ -23,7 +23,8 @@ METADATA_FILE = "metadata.sqlite"
 # In-process Beam: on 2 cores the multi-process DirectRunner was slower (its
 # workers re-import TF and pickle every element); see the README.
 DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
-RUNNERS = ("local",)  # the scale-out work adds kubeflow_v2
+RUNNERS = ("local", "kubeflow_v2")
+DEFAULT_IMAGE = "mnist-tfx:latest"  # built from the Dockerfile
 # Absolute accuracy the candidate may lose against the last blessed model.
 DEFAULT_MAX_REGRESSION = 0.001
 
@@ -46,6 +47,7 @@ class PipelineConfig:
   beam_args: List[str] = dataclasses.field(
       default_factory=lambda: list(DEFAULT_BEAM_ARGS))
   runner: str = "local"
+  image: str = DEFAULT_IMAGE  # container image of a compiled (KFP v2) pipeline
   enable_cache: bool = True
 
   def __post_init__(self):
@@ -66,7 +68,16 @@ class PipelineConfig:
 
   @property
   def metadata_uri(self) -> str:
-    return self.metadata_path or _join(self.output_dir, METADATA_FILE)
+    """ML Metadata's SQLite file: always local (SQLite cannot live on gs://)."""
+    if self.metadata_path:
+      return self.metadata_path
+    return _join(self.local_dir, METADATA_FILE)
+
+  @property
+  def local_dir(self) -> str:
+    """Where local-only files go: the output dir, or ./outputs for a URI."""
+    return (self.output_dir if "://" not in self.output_dir
+            else os.path.abspath(DEFAULT_OUTPUT_DIR))
 
   @property
   def serving_base_uri(self) -> str:

@@ -86,12 +86,15 @@ def configure_logging(log_path: str, out: TextIO, start: float) -> Callable[[], 
   return undo
 
 
-def run(config: PipelineConfig, data_dir: str,
-        out: TextIO = sys.stdout) -> Dict[str, Any]:
-  """Runs the pipeline; returns (and writes) the summary. Raises on failure."""
+def run(config: PipelineConfig, data_dir: str, out: TextIO = sys.stdout,
+        data_only: bool = False) -> Dict[str, Any]:
+  """Runs the pipeline; returns (and writes) the summary. Raises on failure.
+
+  `data_only` runs ExampleGen to Transform only (see create_pipeline).
+  """
   start = time.monotonic()
   stamp = time.strftime("%Y%m%d-%H%M%S")
-  log_path = os.path.join(config.output_dir, "logs", f"run-{stamp}.log")
+  log_path = os.path.join(config.local_dir, "logs", f"run-{stamp}.log")
   undo = configure_logging(log_path, out, start)
   out.write(f"mnist-tfx: running the pipeline; full log: {log_path}\n")
   out.flush()
@@ -103,7 +106,8 @@ def run(config: PipelineConfig, data_dir: str,
     from pipeline import summary  # pylint: disable=g-import-not-at-top
     logging.getLogger(PROGRESS_LOGGER).info(
         "imports done (%.1fs)", time.monotonic() - start)
-    dag = create_pipeline(config, data_dir, fingerprint(data_dir))
+    dag = create_pipeline(config, data_dir, fingerprint(data_dir),
+                          data_only=data_only)
     try:
       tfx.orchestration.LocalDagRunner().run(dag)
     except Exception as e:  # pylint: disable=broad-except

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Iterable, List, Optional
+from typing import Any, Iterable, List, Optional, Union
 
 from tfx import v1 as tfx
 
@@ -77,13 +77,36 @@ def with_dependencies(beam_args: List[str]) -> List[str]:
   return list(beam_args) + [f"--setup_file={setup_py}"]
 
 
-def create_pipeline(config: PipelineConfig, data_dir: str,
-                    data_fingerprint: str = "",
-                    beam_args: Optional[List[str]] = None) -> tfx.dsl.Pipeline:
-  """The pipeline for `config`, reading IDX files from `data_dir` (a URI).
+def _baseline_resolver(config: PipelineConfig,
+                       candidate: tfx.dsl.Channel) -> tfx.dsl.Resolver:
+  """The last blessed model, for the Evaluator's no-regression check."""
+  model = tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model)
+  blessing = tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing)
+  if config.runner == "local":
+    resolver = tfx.dsl.Resolver(
+        strategy_class=baseline.LatestBlessedOtherModelStrategy,
+        **{baseline.CANDIDATE_KEY: candidate, baseline.MODEL_KEY: model,
+           baseline.BLESSING_KEY: blessing})
+  else:
+    # KFP v2 compiles only TFX's built-in strategies; its own caching
+    # differs from the local runner's anyway.
+    resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        **{baseline.MODEL_KEY: model, baseline.BLESSING_KEY: blessing})
+  return resolver.with_id("latest_blessed_model_resolver")
 
+
+def create_pipeline(config: PipelineConfig, data_dir: Union[str, Any],
+                    data_fingerprint: str = "",
+                    beam_args: Optional[List[str]] = None,
+                    data_only: bool = False) -> tfx.dsl.Pipeline:
+  """The pipeline for `config`, reading IDX files from `data_dir`.
+
+  `data_dir` is a URI, or a RuntimeParameter for compiled pipelines.
   `data_fingerprint` identifies the input files for caching (see
-  `example_gen.fingerprint`); orchestrators with their own caching may pass "".
+  `example_gen.fingerprint`); orchestrators with their own caching pass "".
+  `data_only` stops after Transform: the Beam-heavy half, for measuring and
+  testing it on other Beam runners.
   """
   hp = config.hyperparameters
   example_gen = IdxExampleGen(
@@ -106,6 +129,10 @@ def create_pipeline(config: PipelineConfig, data_dir: str,
       materialize=False, disable_statistics=True,
       custom_config={"code": code_fingerprint(_TRANSFORM_CODE)})
   transform.add_upstream_node(anomalies_gate)
+  nodes = [example_gen, statistics_gen, schema_gen, example_validator,
+           anomalies_gate, transform]
+  if data_only:
+    return _pipeline(config, nodes, beam_args)
 
   trainer = tfx.components.Trainer(
       run_fn=RUN_FN, examples=examples, schema=schema,
@@ -115,13 +142,7 @@ def create_pipeline(config: PipelineConfig, data_dir: str,
       custom_config={"hyperparameters": hp.to_dict(),
                      "code": code_fingerprint(_TRAINER_CODE)})
 
-  model_resolver = tfx.dsl.Resolver(
-      strategy_class=baseline.LatestBlessedOtherModelStrategy,
-      **{baseline.CANDIDATE_KEY: trainer.outputs["model"],
-         baseline.MODEL_KEY: tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-         baseline.BLESSING_KEY: tfx.dsl.Channel(
-             type=tfx.types.standard_artifacts.ModelBlessing)},
-  ).with_id("latest_blessed_model_resolver")
+  model_resolver = _baseline_resolver(config, trainer.outputs["model"])
 
   evaluator = tfx.components.Evaluator(
       examples=examples, model=trainer.outputs["model"],
@@ -134,8 +155,12 @@ def create_pipeline(config: PipelineConfig, data_dir: str,
                          model_blessing=evaluator.outputs["blessing"],
                          serving_dir=config.serving_base_uri)
 
-  nodes = [example_gen, statistics_gen, schema_gen, example_validator,
-           anomalies_gate, transform, trainer, model_resolver, evaluator, pusher]
+  return _pipeline(config, nodes + [trainer, model_resolver, evaluator, pusher],
+                   beam_args)
+
+
+def _pipeline(config: PipelineConfig, nodes: List[Any],
+              beam_args: Optional[List[str]]) -> tfx.dsl.Pipeline:
   return tfx.dsl.Pipeline(
       pipeline_name=config.pipeline_name,
       pipeline_root=config.pipeline_root_uri,
@@ -144,5 +169,11 @@ def create_pipeline(config: PipelineConfig, data_dir: str,
       metadata_connection_config=(
           tfx.orchestration.metadata.sqlite_metadata_connection_config(
               config.metadata_uri) if config.runner == "local" else None),
-      beam_pipeline_args=with_dependencies(
-          beam_args if beam_args is not None else config.beam_args))
+      beam_pipeline_args=_beam_args(
+          config, beam_args if beam_args is not None else config.beam_args))
+
+
+def _beam_args(config: PipelineConfig, beam_args: List[str]) -> List[str]:
+  # A local setup.py path means nothing inside a compiled pipeline's image.
+  return with_dependencies(beam_args) if config.runner == "local" else list(
+      beam_args)

@@ -45,6 +45,9 @@ def test_uris_stay_uris():
   config = _config("--output-dir", "gs://bucket/run", "--data-dir", "gs://bucket/mnist")
   assert config.serving_base_uri == "gs://bucket/run/serving_model/mnist"
   assert config.data_dir == "gs://bucket/mnist"
+  assert config.pipeline_root_uri == "gs://bucket/run/pipeline"
+  # SQLite and logs cannot live on an object store: they stay local.
+  assert config.metadata_uri == os.path.abspath("outputs/metadata.sqlite")
 
 
 def test_config_file_then_flags(tmp_path):
