@@ -57,3 +57,21 @@ def test_fingerprint_changes_with_the_files(tmp_path):
   assert example_gen.fingerprint(d) == before
   tiny_mnist.write_dataset(d, n_train=30, n_eval=10)
   assert example_gen.fingerprint(d) != before
+
+
+def test_reads_and_checks_through_tf_gfile_uris():
+  """Any filesystem TF reads works (here TF's in-memory ram://), not just open()."""
+  root = "ram://mnist-uri-test"
+  tf.io.gfile.makedirs(root)
+  labels = (np.arange(30) % 10).astype(np.uint8)
+  from components import idx
+  for stem in ("train", "t10k"):
+    idx.write_images(f"{root}/{stem}-images-idx3-ubyte.gz",
+                     tiny_mnist.make_images(labels), compress=True)
+    idx.write_labels(f"{root}/{stem}-labels-idx1-ubyte.gz", labels, compress=True)
+  pairs = example_gen.check_data_dir(root)
+  assert {s: p.count for s, p in pairs.items()} == {"train": 30, "eval": 30}
+  assert pairs["train"].images_path.startswith("ram://")
+  images, got = idx.read_range(pairs["eval"], 10, 20)
+  np.testing.assert_array_equal(got, labels[10:20])
+  assert example_gen.fingerprint(root)  # stat() through gfile too
