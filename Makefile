@@ -14,7 +14,7 @@ MNIST_DIR ?=
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test bench bench-scaling lock clean
+.PHONY: help setup run test test-deps bench bench-scaling lock clean
 
 help:
 	@echo "make run [MNIST_DIR=dir] [RUN_ARGS='--model basic ...']  set up, then run the pipeline"
@@ -41,7 +41,14 @@ setup: $(VENV)/.installed
 run: setup
 	$(VENV)/bin/mnist-tfx run $(if $(MNIST_DIR),--data-dir "$(MNIST_DIR)") $(RUN_ARGS)
 
-test: setup
+# The report's browser test needs Debian's Chromium and ChromeDriver.
+test-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "Installing Debian's chromium and chromium-driver for the report's browser test"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+test: setup test-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup

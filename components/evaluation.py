@@ -60,6 +60,7 @@ class Evaluation:
   per_class_count: Dict[str, int]
   confusion_matrix: List[List[int]]  # [true][predicted]
   baseline_accuracy: Optional[float]
+  baseline_per_class_accuracy: Optional[Dict[str, float]]
   blessed: bool
   failures: List[str]  # why not blessed, as sentences
 
@@ -132,5 +133,8 @@ def load(evaluation_uri: str) -> Evaluation:
       per_class_count={n: counts[n] for n in labels},
       confusion_matrix=matrix,
       baseline_accuracy=accuracy.get((BASELINE, None)),
+      baseline_per_class_accuracy=(
+          {n: accuracy[(BASELINE, n)] for n in labels
+           if (BASELINE, n) in accuracy} or None),
       blessed=bool(validation.validation_ok),
       failures=failures)

@@ -74,8 +74,9 @@ def bench(data_dir: str, model: str, work_dir: str) -> Dict[str, Any]:
   plain_result = json.loads(plain["stdout"].strip().splitlines()[-1])
   out = os.path.join(work_dir, model)
   shutil.rmtree(out, ignore_errors=True)
+  # --no-report: the report (pictures, HTML) is timed apart, not as pipeline.
   cmd = [sys.executable, "-m", "pipeline.cli", "run", "--data-dir", data_dir,
-         "--output-dir", out, "--model", model]
+         "--output-dir", out, "--model", model, "--no-report"]
   fresh = _run_child(cmd)
   if fresh["exit"] != 0:
     raise RuntimeError(f"pipeline run failed:\n{fresh['stderr'][-3000:]}")

@@ -7,11 +7,12 @@ typo fails in a fraction of a second, not after TensorFlow's import.
 import argparse
 import os
 import sys
+import warnings
 from typing import Any, Dict, List, Optional
 
 from components.models import (DISTRIBUTIONS, LR_SCHEDULES, MODELS, OPTIMIZERS,
                                Hyperparameters)
-from pipeline.configs import PipelineConfig, with_overrides
+from pipeline.configs import SUMMARY_FILE, PipelineConfig, with_overrides
 
 # argparse dest -> config key (hyperparameters.* go to the Trainer).
 _HP_FLAGS = ("model", "hidden_units", "activation", "optimizer",
@@ -72,6 +73,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                  "(replaces the in-process DirectRunner defaults)")
   x.add_argument("--no-cache", action="store_true",
                  help="re-run every component")
+  x.add_argument("--no-report", action="store_true",
+                 help="skip the evaluation report after the run")
 
 
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:
@@ -125,7 +128,41 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 1
   print(summary.render(result))
   print(f"Summary: {config.summary_uri}")
+  if not getattr(args, "no_report", False) and result.get("accuracy") is not None:
+    return _print_report(config.output_dir)
   return 0
+
+
+def _print_report(run_dir: str) -> int:
+  summary_path = os.path.join(run_dir, SUMMARY_FILE)
+  if not os.path.exists(summary_path):  # before TF's import, not after
+    print(f"mnist-tfx report: {summary_path} does not exist: run the "
+          "pipeline first (make run), or pass --run-dir", file=sys.stderr)
+    return 1
+  warnings.simplefilter("ignore", FutureWarning)  # Google libraries' notices
+  from pipeline import report  # pylint: disable=g-import-not-at-top
+  try:
+    text, files = report.generate(run_dir)
+  except report.ReportError as e:
+    print(f"mnist-tfx report: {e}", file=sys.stderr)
+    return 1
+  print(text)
+  print(f"Report: {files['html']} (pictures and notebook beside it)")
+  return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  if args.compare:
+    warnings.simplefilter("ignore", FutureWarning)
+    from pipeline import report  # pylint: disable=g-import-not-at-top
+    try:
+      print(report.compare(*args.compare))
+    except report.ReportError as e:
+      print(f"mnist-tfx report: {e}", file=sys.stderr)
+      return 1
+    return 0
+  return _print_report(args.run_dir)
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
@@ -167,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: mnist-tfx:latest, see the Dockerfile)")
   compile_.add_argument("--output", required=True, help="spec file to write")
   compile_.set_defaults(func=_cmd_compile)
+  report = sub.add_parser("report", help="the evaluation report of a run "
+                          "(table, pictures, HTML, notebook)")
+  report.add_argument("--run-dir", default="outputs",
+                      help="a run's output dir (default: outputs)")
+  report.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                      help="two runs' output dirs side by side")
+  report.set_defaults(func=_cmd_report)
   download = sub.add_parser("download", help="fetch and verify MNIST into "
                             "the cache")
   download.add_argument("--cache-dir")

@@ -1,0 +1,76 @@
+"""report.html in headless Chromium: no console errors, the confusion matrix shows.
+
+Chromium and ChromeDriver are Debian's packages, installed by `make test`
+(see the Makefile's test-deps); nothing is downloaded by the browser itself.
+"""
+
+import io
+import os
+import shutil
+
+import pytest
+
+from pipeline import local_runner, report
+from pipeline.configs import PipelineConfig, with_overrides
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+  assert os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER), (
+      "Chromium/ChromeDriver missing: `make test` installs Debian's chromium "
+      "and chromium-driver")
+  os.environ["SE_OFFLINE"] = "true"  # Selenium must never fetch a driver
+  from selenium import webdriver
+  from selenium.webdriver.chrome.service import Service
+  options = webdriver.ChromeOptions()
+  options.binary_location = CHROMIUM
+  for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+              "--no-first-run", "--disable-background-networking",
+              "--disable-component-update", "--disable-sync",
+              f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+    options.add_argument(arg)
+  options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+  driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+  driver.set_window_size(1280, 2000)
+  yield driver
+  driver.quit()
+
+
+def _console_errors(driver):
+  return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+@pytest.fixture(scope="module")
+def report_html(tiny_data_dir, tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("browser_run"))
+  config = with_overrides(PipelineConfig(output_dir=out),
+                          **{"hyperparameters.epochs": 1})
+  local_runner.run(config, tiny_data_dir, out=io.StringIO())
+  return report.generate(out)[1]["html"]
+
+
+def test_the_console_check_catches_errors(browser, tmp_path):
+  """Proves the next test's check can fail: a page with a script error."""
+  page = tmp_path / "broken.html"
+  page.write_text("<html><body><script>notAFunction();</script></body></html>")
+  browser.get(page.as_uri())
+  assert _console_errors(browser)
+
+
+def test_report_renders_without_console_errors(browser, report_html, tmp_path):
+  browser.get("file://" + report_html)
+  assert not _console_errors(browser)
+  shown = browser.execute_script(
+      "const i = document.getElementById('confusion-matrix');"
+      "if (!i || !i.complete) return null;"
+      "const r = i.getBoundingClientRect();"
+      "return [i.naturalWidth, i.naturalHeight, r.width, r.height];")
+  assert shown is not None, "no decoded confusion-matrix image"
+  natural_w, natural_h, w, h = shown
+  assert natural_w >= 400 and natural_h >= 400  # the PNG decoded
+  assert w > 200 and h > 200  # and is laid out on the page
+  assert "Per digit" in browser.find_element("tag name", "body").text
+  browser.save_screenshot(str(tmp_path / "report.png"))
