@@ -153,6 +153,9 @@ def _print_report(run_dir: str) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  import logging  # pylint: disable=g-import-not-at-top
+  for name in ("tensorflow", "absl"):  # TFMA's deprecation notices, not ours
+    logging.getLogger(name).setLevel(logging.ERROR)
   if args.compare:
     warnings.simplefilter("ignore", FutureWarning)
     from pipeline import report  # pylint: disable=g-import-not-at-top
