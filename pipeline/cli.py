@@ -179,6 +179,18 @@ def _cmd_compile(args: argparse.Namespace) -> int:
   return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  warnings.simplefilter("ignore", FutureWarning)
+  from serving import server  # pylint: disable=g-import-not-at-top
+  base = args.model_base_path or PipelineConfig(
+      output_dir=os.path.abspath("outputs")).serving_base_uri
+  server.serve(base, args.model_name, host=args.host, rest_port=args.rest_port,
+               versions=args.versions, poll_seconds=args.poll_seconds,
+               max_payload_bytes=args.max_payload_bytes)
+  return 0
+
+
 def _cmd_download(args: argparse.Namespace) -> int:
   from pipeline import data  # pylint: disable=g-import-not-at-top
   try:
@@ -214,6 +226,20 @@ def build_parser() -> argparse.ArgumentParser:
   report.add_argument("--compare", nargs=2, metavar=("A", "B"),
                       help="two runs' output dirs side by side")
   report.set_defaults(func=_cmd_report)
+  serve = sub.add_parser("serve", help="serve the pushed model versions over "
+                         "TF Serving's REST API")
+  serve.add_argument("--model-base-path", help="default: "
+                     "outputs/serving_model/mnist")
+  serve.add_argument("--model-name", default="mnist")
+  serve.add_argument("--host", default="127.0.0.1",
+                     help="bind address (default: loopback only)")
+  serve.add_argument("--rest-port", type=int, default=8501)
+  serve.add_argument("--versions", type=_hidden_units, metavar="V1,V2",
+                     help="serve these versions (default: the latest)")
+  serve.add_argument("--poll-seconds", type=float, default=2.0,
+                     help="how often to look for new versions")
+  serve.add_argument("--max-payload-bytes", type=int, default=8 * 1024 * 1024)
+  serve.set_defaults(func=_cmd_serve)
   download = sub.add_parser("download", help="fetch and verify MNIST into "
                             "the cache")
   download.add_argument("--cache-dir")

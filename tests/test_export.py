@@ -13,35 +13,6 @@ from tests import tiny_mnist
 
 
 @pytest.fixture(scope="module")
-def tft_output(tmp_path_factory):
-  """A real Transform graph, written by TFT's Beam implementation."""
-  import tensorflow_transform as tft
-  import tensorflow_transform.beam as tft_beam
-  from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
-  from components.transform.preprocessing import preprocessing_fn
-
-  tmp = str(tmp_path_factory.mktemp("tft"))
-  spec = {features.IMAGE_KEY: tf.io.FixedLenFeature(features.IMAGE_SHAPE, tf.int64),
-          features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
-  metadata = dataset_metadata.DatasetMetadata(
-      schema_utils.schema_from_feature_spec(spec))
-  labels = np.arange(4) % 10
-  rows = [{features.IMAGE_KEY: img, features.LABEL_KEY: int(l)}
-          for img, l in zip(tiny_mnist.make_images(labels).astype(np.int64), labels)]
-  import apache_beam as beam
-  with beam.Pipeline() as pipeline, tft_beam.Context(
-      temp_dir=os.path.join(tmp, "tmp")):
-    data = pipeline | beam.Create(rows)
-    transform_fn = (data, metadata) | tft_beam.AnalyzeDataset(preprocessing_fn)
-    _ = transform_fn | tft_beam.WriteTransformFn(os.path.join(tmp, "tf"))
-  # TFX's Transform also writes the raw metadata; TFTransformOutput needs it.
-  from tensorflow_transform.tf_metadata import metadata_io
-  metadata_io.write_metadata(metadata, os.path.join(
-      tmp, "tf", tft.TFTransformOutput.RAW_METADATA_DIR))
-  return tft.TFTransformOutput(os.path.join(tmp, "tf"))
-
-
-@pytest.fixture(scope="module")
 def saved_path(tft_output, tmp_path_factory):
   model = build_model(Hyperparameters(model="improved"), 10)
   path = str(tmp_path_factory.mktemp("model"))

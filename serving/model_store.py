@@ -1,0 +1,185 @@
+"""Versions of one model under a TF Serving base path, loaded and hot-swapped.
+
+Like TF Serving's file-system source: numeric sub-directories holding a
+`saved_model.pb` are versions (our Pusher renames complete versions into
+place; a stock Pusher writes `saved_model.pb` last). By default the latest
+version is served; a list of versions can be pinned. A poller loads new
+versions in the background and swaps the serving set in one assignment, so a
+request in flight keeps the version it started with and none is dropped. A
+version that fails to load is reported with its error and the versions
+already serving stay.
+"""
+
+import dataclasses
+import os
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+_SAVED_MODEL = "saved_model.pb"
+
+
+class ServingError(Exception):
+  """An error with a TF Serving (gRPC) status code, e.g. NOT_FOUND."""
+
+  def __init__(self, code: str, message: str):
+    super().__init__(message)
+    self.code = code
+    self.message = message
+
+
+@dataclasses.dataclass
+class Servable:
+  version: int
+  path: str
+  model: Any  # the loaded SavedModel
+  signatures: Dict[str, Any]
+
+
+@dataclasses.dataclass
+class VersionStatus:
+  version: int
+  state: str  # LOADING, AVAILABLE, END (TF Serving's ModelVersionStatus.State)
+  error_code: str = "OK"
+  error_message: str = ""
+
+
+def list_versions(base_path: str) -> Dict[int, str]:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if not tf.io.gfile.isdir(base_path):
+    return {}
+  found = {}
+  for name in tf.io.gfile.listdir(base_path):
+    name = name.rstrip("/")
+    path = os.path.join(base_path, name)
+    if name.isdigit() and tf.io.gfile.exists(os.path.join(path, _SAVED_MODEL)):
+      found[int(name)] = path
+  return found
+
+
+def _load(path: str) -> Any:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf.saved_model.load(path)
+
+
+class ModelStore:
+  """The serving set of one model name, refreshed from its base path."""
+
+  def __init__(self, name: str, base_path: str,
+               versions: Optional[List[int]] = None, poll_seconds: float = 1.0,
+               loader: Callable[[str], Any] = _load):
+    self.name = name
+    self.base_path = base_path
+    self._pinned = sorted(set(versions)) if versions else None
+    self._poll_seconds = poll_seconds
+    self._loader = loader
+    self._serving: Dict[int, Servable] = {}  # replaced, never mutated
+    self._status: Dict[int, VersionStatus] = {}
+    self._failed: Dict[int, str] = {}  # version -> error; not retried
+    self._lock = threading.Lock()  # one refresh at a time
+    self._stop = threading.Event()
+    self._thread: Optional[threading.Thread] = None
+
+  # --- loading ---------------------------------------------------------------
+
+  def _wanted(self, present: Dict[int, str]) -> List[int]:
+    loadable = [v for v in present if v not in self._failed]
+    if self._pinned is not None:
+      return [v for v in self._pinned if v in loadable]
+    return [max(loadable)] if loadable else []
+
+  def refresh(self) -> None:
+    """Loads wanted versions that are new; swaps the serving set if it changed.
+
+    Latest policy: serve the newest version on disk that loads; if the
+    newest fails, the one before it is tried, and a version already serving
+    stays until a newer one has loaded. A failed version is not retried.
+    """
+    with self._lock:
+      present = list_versions(self.base_path)
+      serving = {v: s for v, s in self._serving.items() if v in present}
+      # A failed load marks the version failed, so _wanted moves on to the
+      # one before it: the loop ends when everything wanted is loaded.
+      while True:
+        new = [v for v in self._wanted(present) if v not in serving]
+        if not new:
+          break
+        version = new[0]
+        self._status[version] = VersionStatus(version, "LOADING")
+        try:
+          model = self._loader(present[version])
+          serving[version] = Servable(version, present[version], model,
+                                      dict(model.signatures))
+          self._status[version] = VersionStatus(version, "AVAILABLE")
+        except Exception as e:  # pylint: disable=broad-except
+          self._failed[version] = str(e)
+          self._status[version] = VersionStatus(
+              version, "END", "UNKNOWN", f"failed to load: {e}")
+      if self._pinned is None and serving:
+        serving = {max(serving): serving[max(serving)]}
+      for version in set(self._serving) - set(serving):
+        self._status[version] = VersionStatus(version, "END")
+      self._serving = serving  # the swap: one reference assignment
+
+  def start(self) -> "ModelStore":
+    self.refresh()
+    self._thread = threading.Thread(target=self._poll, name="model-poller",
+                                    daemon=True)
+    self._thread.start()
+    return self
+
+  def _poll(self) -> None:
+    while not self._stop.wait(self._poll_seconds):
+      try:
+        self.refresh()
+      except Exception:  # pylint: disable=broad-except  # keep serving
+        pass
+
+  def stop(self) -> None:
+    self._stop.set()
+    if self._thread:
+      self._thread.join(timeout=10)
+
+  # --- lookups ---------------------------------------------------------------
+
+  def get(self, name: str, version: Optional[int] = None) -> Servable:
+    if name != self.name:
+      raise ServingError("NOT_FOUND", f"Servable not found for request: "
+                         f"Latest({name})" if version is None else
+                         f"Servable not found for request: Specific({name}, {version})")
+    serving = self._serving  # one read: consistent for this request
+    if version is None:
+      if not serving:
+        raise ServingError("UNAVAILABLE" if self._status else "NOT_FOUND",
+                           f"No versions of servable {name} found under base "
+                           f"path {self.base_path}")
+      return serving[max(serving)]
+    if version not in serving:
+      raise ServingError("NOT_FOUND", "Servable not found for request: "
+                         f"Specific({name}, {version})")
+    return serving[version]
+
+  def status(self, name: str, version: Optional[int] = None) -> List[VersionStatus]:
+    if name != self.name:
+      raise ServingError("NOT_FOUND", f"Could not find any versions of model {name}")
+    statuses = dict(self._status)
+    if version is not None:
+      if version not in statuses:
+        raise ServingError("NOT_FOUND", f"Could not find version {version} "
+                           f"of model {name}")
+      return [statuses[version]]
+    if not statuses:
+      raise ServingError("NOT_FOUND", f"Could not find any versions of model {name}")
+    return [statuses[v] for v in sorted(statuses, reverse=True)]
+
+
+def wait_for(store: ModelStore, version: int, timeout: float = 60.0) -> None:
+  """Blocks until `version` is served (for tools and tests)."""
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    try:
+      store.get(store.name, version)
+      return
+    except ServingError:
+      time.sleep(0.05)
+  raise TimeoutError(f"version {version} of {store.name} not served in {timeout}s")
