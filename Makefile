@@ -12,13 +12,15 @@ UV ?= $(if $(UV_ON_PATH),$(UV_ON_PATH),.tools/bin/uv)
 export UV_PYTHON_DOWNLOADS := never
 MNIST_DIR ?=
 RUN_ARGS ?=
+SERVE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test test-deps bench bench-scaling lock clean
+.PHONY: help setup run test test-deps serve bench bench-scaling lock clean
 
 help:
 	@echo "make run [MNIST_DIR=dir] [RUN_ARGS='--model basic ...']  set up, then run the pipeline"
 	@echo "make test                                               set up, then run the tests"
+	@echo "make serve [SERVE_ARGS='--host 0.0.0.0']                serve outputs/serving_model over REST :8501 and gRPC :8500"
 	@echo "make bench MNIST_DIR=dir                                plain Keras vs the pipeline"
 	@echo "make bench-scaling MNIST_DIR=dir                        data components at 10k/35k/70k, in-process vs 2 workers"
 	@echo "make lock                                               re-resolve requirements.lock"
@@ -50,6 +52,9 @@ test-deps:
 
 test: setup test-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+serve: setup
+	$(VENV)/bin/mnist-tfx serve $(SERVE_ARGS)
 
 bench: setup
 	$(PY) -m pipeline.bench $(if $(MNIST_DIR),--data-dir "$(MNIST_DIR)")

@@ -186,7 +186,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
   base = args.model_base_path or PipelineConfig(
       output_dir=os.path.abspath("outputs")).serving_base_uri
   server.serve(base, args.model_name, host=args.host, rest_port=args.rest_port,
-               versions=args.versions, poll_seconds=args.poll_seconds,
+               grpc_port=args.grpc_port, versions=args.versions, poll_seconds=args.poll_seconds,
                max_payload_bytes=args.max_payload_bytes)
   return 0
 
@@ -227,13 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="two runs' output dirs side by side")
   report.set_defaults(func=_cmd_report)
   serve = sub.add_parser("serve", help="serve the pushed model versions over "
-                         "TF Serving's REST API")
+                         "TF Serving's REST and gRPC APIs")
   serve.add_argument("--model-base-path", help="default: "
                      "outputs/serving_model/mnist")
   serve.add_argument("--model-name", default="mnist")
   serve.add_argument("--host", default="127.0.0.1",
                      help="bind address (default: loopback only)")
   serve.add_argument("--rest-port", type=int, default=8501)
+  serve.add_argument("--grpc-port", type=int, default=8500)
   serve.add_argument("--versions", type=_hidden_units, metavar="V1,V2",
                      help="serve these versions (default: the latest)")
   serve.add_argument("--poll-seconds", type=float, default=2.0,

@@ -24,7 +24,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from components import features
-from serving.model_store import ModelStore, Servable, ServingError
+from serving import service
+from serving.model_store import ModelStore, ServingError
 
 DEFAULT_MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
 DEFAULT_SIGNATURE = features.SERVING_SIGNATURE
@@ -101,14 +102,6 @@ def to_array(value: Any, spec) -> np.ndarray:
   return array
 
 
-def _input_specs(servable: Servable, signature: str) -> Tuple[Any, Dict[str, Any]]:
-  fn = servable.signatures.get(signature)
-  if fn is None:
-    raise ServingError("INVALID_ARGUMENT", f"Serving signature name: "
-                       f"\"{signature}\" not found in signature def")
-  return fn, fn.structured_input_signature[1]
-
-
 def parse_predict(body: Dict[str, Any], specs: Dict[str, Any]
                   ) -> Tuple[Dict[str, np.ndarray], str]:
   """Request body -> ({input: array}, "row" | "columnar")."""
@@ -155,25 +148,6 @@ def format_outputs(outputs: Dict[str, np.ndarray], form: str) -> Dict[str, Any]:
     return {"predictions": _json_value(next(iter(outputs.values())))}
   return {"predictions": [{k: _json_value(v[i]) for k, v in outputs.items()}
                           for i in range(n)]}
-
-
-def run_signature(fn, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  try:
-    out = fn(**{k: tf.constant(v) for k, v in inputs.items()})
-  except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
-    raise ServingError("INVALID_ARGUMENT", _tf_message(e)) from e
-  return {k: v.numpy() for k, v in out.items()}
-
-
-def _tf_message(e: Exception) -> str:
-  """The model's own words from a TF error (its assertion), not the stack."""
-  text = getattr(e, "message", str(e))
-  found = re.search(r"assertion failed: \[([^\]]+)\]", text)
-  if found:
-    return found.group(1)
-  lines = [l.strip() for l in text.splitlines() if l.strip()]
-  return lines[-1] if lines else type(e).__name__
 
 
 def _json_finite(value: Any) -> None:
@@ -239,9 +213,9 @@ class RestApi:
     servable = self.store.get(name, version)
     if not isinstance(body, dict):
       raise ServingError("INVALID_ARGUMENT", "request body must be a JSON object")
-    fn, specs = _input_specs(servable, body.get("signature_name") or DEFAULT_SIGNATURE)
+    fn, specs = service.input_specs(servable, body.get("signature_name") or DEFAULT_SIGNATURE)
     inputs, form = parse_predict(body, specs)
-    return format_outputs(run_signature(fn, inputs), form)
+    return format_outputs(service.run_signature(fn, inputs), form)
 
   def _classify(self, name: str, version: Optional[int], body: Any) -> Dict[str, Any]:
     """TF Serving's classify JSON: examples as feature dicts -> [label, score] pairs."""
@@ -249,7 +223,7 @@ class RestApi:
     servable = self.store.get(name, version)
     signature = (body.get("signature_name") if isinstance(body, dict) else None
                  ) or features.EXAMPLES_SIGNATURE
-    fn, specs = _input_specs(servable, signature)
+    fn, specs = service.input_specs(servable, signature)
     if list(specs) != [features.EXAMPLES_INPUT]:
       raise ServingError("INVALID_ARGUMENT", f"signature \"{signature}\" does not "
                          "take serialized tf.Examples")
@@ -270,7 +244,7 @@ class RestApi:
         feats[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
       serialized.append(tf.train.Example(features=tf.train.Features(
           feature=feats)).SerializeToString())
-    out = run_signature(fn, {features.EXAMPLES_INPUT: np.array(serialized, dtype=object)})
+    out = service.run_signature(fn, {features.EXAMPLES_INPUT: np.array(serialized, dtype=object)})
     probabilities = out[features.PROBABILITIES_KEY]
     return {"results": [[[str(c), float(p[c])] for c in range(p.shape[0])]
                         for p in probabilities]}
@@ -282,26 +256,13 @@ class RestApi:
         for s in self.store.status(name, version)]}
 
   def metadata(self, name: str, version: Optional[int]) -> Dict[str, Any]:
+    from google.protobuf import json_format  # pylint: disable=g-import-not-at-top
     servable = self.store.get(name, version)
-    signature_def = {}
-    for key, fn in servable.signatures.items():
-      signature_def[key] = {
-          "inputs": {k: _tensor_info(v) for k, v in fn.structured_input_signature[1].items()},
-          "outputs": {k: _tensor_info(v) for k, v in fn.structured_outputs.items()},
-          "method_name": "tensorflow/serving/predict"}
     return {"model_spec": {"name": name, "signature_name": "",
                            "version": str(servable.version)},
-            "metadata": {"signature_def": {"signature_def": signature_def}}}
-
-
-def _tensor_info(spec) -> Dict[str, Any]:
-  shape = ({"unknown_rank": True} if spec.shape.rank is None else
-           {"dim": [{"size": str(-1 if d is None else d), "name": ""}
-                    for d in spec.shape.as_list()], "unknown_rank": False})
-  from tensorflow.core.framework import types_pb2  # pylint: disable=g-import-not-at-top
-  return {"dtype": types_pb2.DataType.Name(spec.dtype.as_datatype_enum),
-          "tensor_shape": shape,
-          "name": spec.name or ""}
+            "metadata": {"signature_def": json_format.MessageToDict(
+                service.signature_def_map(servable),
+                preserving_proto_field_name=True)}}
 
 
 def _version(text: Optional[str]) -> Optional[int]:

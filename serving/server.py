@@ -1,4 +1,4 @@
-"""`mnist-tfx serve`: the pushed versions over TF Serving's REST API.
+"""`mnist-tfx serve`: the pushed versions over TF Serving's REST and gRPC APIs.
 
 Loopback by default: exposing the server is a decision (`--host 0.0.0.0`).
 """
@@ -10,6 +10,7 @@ from serving.model_store import ModelStore
 from serving.rest import DEFAULT_MAX_PAYLOAD_BYTES, RestApi
 
 DEFAULT_REST_PORT = 8501
+DEFAULT_GRPC_PORT = 8500
 DEFAULT_HOST = "127.0.0.1"
 
 
@@ -46,19 +47,25 @@ class RestServer:
 
 
 def serve(base_path: str, name: str, host: str = DEFAULT_HOST,
-          rest_port: int = DEFAULT_REST_PORT, versions: Optional[List[int]] = None,
-          poll_seconds: float = 2.0,
+          rest_port: int = DEFAULT_REST_PORT, grpc_port: int = DEFAULT_GRPC_PORT,
+          versions: Optional[List[int]] = None, poll_seconds: float = 2.0,
           max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
   """Serves until interrupted."""
   import uvicorn  # pylint: disable=g-import-not-at-top
+  from serving import grpc_server  # pylint: disable=g-import-not-at-top
   store = ModelStore(name, base_path, versions, poll_seconds).start()
+  grpc = grpc_server.start(store, host, grpc_port,
+                           max_message_bytes=max_payload_bytes)
   served = store.status(name) if store._status else []  # pylint: disable=protected-access
   print(f"Serving model '{name}' from {base_path}: "
         + (", ".join(f"version {s.version} {s.state}" for s in served) or
            "no version yet (polling)"), flush=True)
   print(f"REST: http://{host}:{rest_port}/v1/models/{name}", flush=True)
+  print(f"gRPC: {host}:{grpc.bound_port} (tensorflow.serving.PredictionService, "
+        "ModelService)", flush=True)
   try:
     uvicorn.run(RestApi(store, max_payload_bytes).app, host=host, port=rest_port,
                 log_level="warning")
   finally:
+    grpc.stop(grace=2)
     store.stop()
