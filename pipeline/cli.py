@@ -186,7 +186,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
   base = args.model_base_path or PipelineConfig(
       output_dir=os.path.abspath("outputs")).serving_base_uri
   server.serve(base, args.model_name, host=args.host, rest_port=args.rest_port,
-               grpc_port=args.grpc_port, versions=args.versions, poll_seconds=args.poll_seconds,
+               grpc_port=args.grpc_port, versions=args.versions,
+               batching=args.enable_batching, max_batch_size=args.max_batch_size,
+               batch_timeout_micros=args.batch_timeout_micros, poll_seconds=args.poll_seconds,
                max_payload_bytes=args.max_payload_bytes)
   return 0
 
@@ -240,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
   serve.add_argument("--poll-seconds", type=float, default=2.0,
                      help="how often to look for new versions")
   serve.add_argument("--max-payload-bytes", type=int, default=8 * 1024 * 1024)
+  serve.add_argument("--enable-batching", action="store_true",
+                     help="batch concurrent requests on the server")
+  serve.add_argument("--max-batch-size", type=int, default=32)
+  serve.add_argument("--batch-timeout-micros", type=int, default=2000)
   serve.set_defaults(func=_cmd_serve)
   download = sub.add_parser("download", help="fetch and verify MNIST into "
                             "the cache")

@@ -17,6 +17,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
 
 from components import features
 from serving import service
+from serving.batching import Batcher
 from serving.model_store import ModelStore, ServingError
 
 _STATES = {"LOADING": 20, "AVAILABLE": 30, "END": 50}  # ModelVersionStatus.State
@@ -32,8 +33,9 @@ def _abort(context: grpc.ServicerContext, e: ServingError) -> None:
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
-  def __init__(self, store: ModelStore):
+  def __init__(self, store: ModelStore, batcher: Optional[Batcher] = None):
     self.store = store
+    self.batcher = batcher
 
   def Predict(self, request, context):  # pylint: disable=invalid-name
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -51,7 +53,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                              f"{specs[key].dtype.name} but "
                              f"{tf.dtypes.as_dtype(proto.dtype).name} is provided")
         inputs[key] = tf.make_ndarray(proto)
-      outputs = service.run_signature(fn, inputs)
+      outputs = service.run(self.batcher, servable, signature, fn, inputs)
       wanted = list(request.output_filter) or list(outputs)
       unknown = set(wanted) - set(outputs)
       if unknown:
@@ -101,12 +103,13 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
 
 def start(store: ModelStore, host: str, port: int, max_workers: int = 16,
-          max_message_bytes: int = 8 * 1024 * 1024) -> grpc.Server:
+          max_message_bytes: int = 8 * 1024 * 1024,
+          batcher: Optional[Batcher] = None) -> grpc.Server:
   """Starts the gRPC server; `server.bound_port` is the port it listens on."""
   server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
                        options=[("grpc.max_receive_message_length", max_message_bytes)])
   prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-      PredictionService(store), server)
+      PredictionService(store, batcher), server)
   model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(store), server)
   server.bound_port = server.add_insecure_port(f"{host}:{port}")
   server.start()

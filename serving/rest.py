@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from components import features
 from serving import service
+from serving.batching import Batcher
 from serving.model_store import ModelStore, ServingError
 
 DEFAULT_MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
@@ -162,9 +163,11 @@ class RestApi:
   """The request handlers; `app` is the ASGI application."""
 
   def __init__(self, store: ModelStore,
-               max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES):
+               max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+               batcher: Optional[Batcher] = None):
     self.store = store
     self.max_payload_bytes = max_payload_bytes
+    self.batcher = batcher
     self.app = Starlette(routes=[
         Route("/v1/{path:path}", self.dispatch, methods=["GET", "POST"])])
 
@@ -213,9 +216,11 @@ class RestApi:
     servable = self.store.get(name, version)
     if not isinstance(body, dict):
       raise ServingError("INVALID_ARGUMENT", "request body must be a JSON object")
-    fn, specs = service.input_specs(servable, body.get("signature_name") or DEFAULT_SIGNATURE)
+    signature = body.get("signature_name") or DEFAULT_SIGNATURE
+    fn, specs = service.input_specs(servable, signature)
     inputs, form = parse_predict(body, specs)
-    return format_outputs(service.run_signature(fn, inputs), form)
+    return format_outputs(
+        service.run(self.batcher, servable, signature, fn, inputs), form)
 
   def _classify(self, name: str, version: Optional[int], body: Any) -> Dict[str, Any]:
     """TF Serving's classify JSON: examples as feature dicts -> [label, score] pairs."""

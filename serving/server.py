@@ -6,6 +6,7 @@ Loopback by default: exposing the server is a decision (`--host 0.0.0.0`).
 import threading
 from typing import List, Optional
 
+from serving.batching import Batcher
 from serving.model_store import ModelStore
 from serving.rest import DEFAULT_MAX_PAYLOAD_BYTES, RestApi
 
@@ -19,9 +20,10 @@ class RestServer:
 
   def __init__(self, store: ModelStore, host: str = DEFAULT_HOST,
                port: int = DEFAULT_REST_PORT,
-               max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES):
+               max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+               batcher: Optional[Batcher] = None):
     import uvicorn  # pylint: disable=g-import-not-at-top
-    self.api = RestApi(store, max_payload_bytes)
+    self.api = RestApi(store, max_payload_bytes, batcher)
     self._server = uvicorn.Server(uvicorn.Config(
         self.api.app, host=host, port=port, log_level="warning",
         access_log=False))
@@ -49,23 +51,31 @@ class RestServer:
 def serve(base_path: str, name: str, host: str = DEFAULT_HOST,
           rest_port: int = DEFAULT_REST_PORT, grpc_port: int = DEFAULT_GRPC_PORT,
           versions: Optional[List[int]] = None, poll_seconds: float = 2.0,
-          max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
+          max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+          batching: bool = False, max_batch_size: int = 32,
+          batch_timeout_micros: int = 2000) -> None:
   """Serves until interrupted."""
+  from serving import service  # pylint: disable=g-import-not-at-top
+  batcher = (Batcher(service.run_signature, max_batch_size, batch_timeout_micros)
+             if batching else None)
   import uvicorn  # pylint: disable=g-import-not-at-top
   from serving import grpc_server  # pylint: disable=g-import-not-at-top
   store = ModelStore(name, base_path, versions, poll_seconds).start()
   grpc = grpc_server.start(store, host, grpc_port,
-                           max_message_bytes=max_payload_bytes)
+                           max_message_bytes=max_payload_bytes, batcher=batcher)
   served = store.status(name) if store._status else []  # pylint: disable=protected-access
   print(f"Serving model '{name}' from {base_path}: "
         + (", ".join(f"version {s.version} {s.state}" for s in served) or
            "no version yet (polling)"), flush=True)
+  if batcher:
+    print(f"Batching: up to {max_batch_size} rows, {batch_timeout_micros} µs "
+          "timeout", flush=True)
   print(f"REST: http://{host}:{rest_port}/v1/models/{name}", flush=True)
   print(f"gRPC: {host}:{grpc.bound_port} (tensorflow.serving.PredictionService, "
         "ModelService)", flush=True)
   try:
-    uvicorn.run(RestApi(store, max_payload_bytes).app, host=host, port=rest_port,
-                log_level="warning")
+    uvicorn.run(RestApi(store, max_payload_bytes, batcher).app, host=host,
+                port=rest_port, log_level="warning")
   finally:
     grpc.stop(grace=2)
     store.stop()

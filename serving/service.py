@@ -38,6 +38,14 @@ def _tf_message(e: Exception) -> str:
 
 
 
+def run(batcher, servable: Servable, signature: str, fn,
+        inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+  """Runs a signature, through the batcher when batching is on."""
+  if batcher is None:
+    return run_signature(fn, inputs)
+  return batcher((servable.version, signature), fn, inputs)
+
+
 def signature_def_map(servable: Servable):
   """The SavedModel's own SignatureDefs (what TF Serving's metadata returns)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top

@@ -1,0 +1,106 @@
+"""Server-side batching: concurrent requests share model calls, answers unchanged."""
+
+import os
+import threading
+
+import httpx
+import numpy as np
+import pytest
+
+from components import pusher
+from components.models import Hyperparameters, build_model
+from components.trainer import export
+from serving import service
+from serving.batching import Batcher
+from serving.model_store import ModelStore, ServingError
+from serving.server import RestServer
+from tests import tiny_mnist
+
+
+@pytest.fixture(scope="module")
+def batched(tft_output, tmp_path_factory):
+  root = tmp_path_factory.mktemp("batching")
+  model_dir = str(root / "model")
+  export.export(build_model(Hyperparameters(), 10), tft_output, model_dir)
+  pusher.push(model_dir, str(root / "mnist"), {})
+  store = ModelStore("mnist", str(root / "mnist")).start()
+  batcher = Batcher(service.run_signature, max_batch_size=16, timeout_micros=200_000)
+  rest = RestServer(store, port=0, batcher=batcher).start()
+  yield rest, batcher, store
+  rest.stop()
+  store.stop()
+
+
+def _concurrently(port, bodies):
+  results = [None] * len(bodies)
+
+  def send(i):
+    with httpx.Client(timeout=60) as c:
+      results[i] = c.post(f"http://127.0.0.1:{port}/v1/models/mnist:predict",
+                          json=bodies[i])
+
+  threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  return results
+
+
+def test_concurrent_requests_are_batched_and_answers_are_unchanged(batched):
+  rest, batcher, store = batched
+  images = tiny_mnist.make_images(np.arange(12) % 10, seed=3)
+  servable = store.get("mnist")
+  expected = service.run_signature(servable.signatures["serving_default"],
+                                   {"images": images.astype(np.float32)})
+  calls_before = batcher.calls
+  responses = _concurrently(rest.port, [{"instances": [img.tolist()]} for img in images])
+  assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+  got = np.array([r.json()["predictions"][0]["probabilities"] for r in responses])
+  np.testing.assert_allclose(got, expected["probabilities"], rtol=1e-5, atol=1e-7)
+  calls = batcher.calls - calls_before
+  assert 1 <= calls < len(images)  # shared calls, not one per request
+
+
+def test_a_bad_request_in_a_batch_fails_alone(batched):
+  rest, _, _ = batched
+  good = tiny_mnist.make_images(np.arange(6), seed=4).tolist()
+  bodies = [{"instances": [img]} for img in good]
+  bodies.insert(3, {"instances": [[[300.0] * 28] * 28]})  # out of range
+  responses = _concurrently(rest.port, bodies)
+  assert [r.status_code for r in responses] == [200, 200, 200, 400, 200, 200, 200]
+  assert "0-255" in responses[3].json()["error"]
+
+
+def test_batcher_isolates_errors_and_splits_rows():
+  calls = []
+
+  def run(fn, inputs):
+    calls.append(len(inputs["x"]))
+    if np.any(inputs["x"] < 0):
+      raise ServingError("INVALID_ARGUMENT", "negative")
+    return {"y": inputs["x"] * 2}
+
+  batcher = Batcher(run, max_batch_size=8, timeout_micros=300_000)
+  out, errors = {}, {}
+
+  def call(i, value):
+    try:
+      out[i] = batcher(("k",), None, {"x": np.full((2, 3), value, np.float32)})
+    except ServingError as e:
+      errors[i] = e.message
+
+  threads = [threading.Thread(target=call, args=(i, -1 if i == 2 else i)) for i in range(4)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert errors == {2: "negative"}
+  for i in (0, 1, 3):
+    np.testing.assert_array_equal(out[i]["y"], np.full((2, 3), 2 * i))
+  assert max(calls) > 2  # requests were merged before the failure split them
+
+
+def test_bad_settings_are_refused():
+  with pytest.raises(ValueError):
+    Batcher(lambda f, i: i, max_batch_size=0)
