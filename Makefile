@@ -15,13 +15,14 @@ RUN_ARGS ?=
 SERVE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test test-deps serve bench bench-scaling lock clean
+.PHONY: help setup run test test-deps serve bench bench-serving bench-scaling lock clean
 
 help:
 	@echo "make run [MNIST_DIR=dir] [RUN_ARGS='--model basic ...']  set up, then run the pipeline"
 	@echo "make test                                               set up, then run the tests"
 	@echo "make serve [SERVE_ARGS='--host 0.0.0.0']                serve outputs/serving_model over REST :8501 and gRPC :8500"
 	@echo "make bench MNIST_DIR=dir                                plain Keras vs the pipeline"
+	@echo "make bench-serving                                      in-process vs REST vs gRPC latency and throughput (after make run)"
 	@echo "make bench-scaling MNIST_DIR=dir                        data components at 10k/35k/70k, in-process vs 2 workers"
 	@echo "make lock                                               re-resolve requirements.lock"
 
@@ -58,6 +59,9 @@ serve: setup
 
 bench: setup
 	$(PY) -m pipeline.bench $(if $(MNIST_DIR),--data-dir "$(MNIST_DIR)")
+
+bench-serving: setup
+	$(PY) -m serving.bench
 
 bench-scaling: setup
 	$(PY) -m pipeline.bench --scaling $(if $(MNIST_DIR),--data-dir "$(MNIST_DIR)")

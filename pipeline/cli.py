@@ -193,6 +193,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
   return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  warnings.simplefilter("ignore", FutureWarning)
+  from serving import client  # pylint: disable=g-import-not-at-top
+  model_dir = args.model_dir or PipelineConfig(
+      output_dir=os.path.abspath("outputs")).serving_base_uri
+  try:
+    results = client.predict_files(args.files, rest=args.rest,
+                                   grpc_target=args.grpc, model_dir=model_dir,
+                                   name=args.model_name)
+  except ValueError as e:
+    print(f"mnist-tfx predict: {e}", file=sys.stderr)
+    return 1
+  for r in results:
+    probs = "  ".join(f"{d}:{p:.3f}" for d, p in enumerate(r["probabilities"]))
+    print(f"{r['file']}: {r['digit']}   ({probs})")
+  return 0
+
+
 def _cmd_download(args: argparse.Namespace) -> int:
   from pipeline import data  # pylint: disable=g-import-not-at-top
   try:
@@ -247,6 +266,16 @@ def build_parser() -> argparse.ArgumentParser:
   serve.add_argument("--max-batch-size", type=int, default=32)
   serve.add_argument("--batch-timeout-micros", type=int, default=2000)
   serve.set_defaults(func=_cmd_serve)
+  predict = sub.add_parser("predict", help="predict the digit in PNG/JPEG "
+                           "files (via REST, gRPC, or the SavedModel)")
+  predict.add_argument("files", nargs="+", metavar="FILE")
+  where = predict.add_mutually_exclusive_group()
+  where.add_argument("--rest", metavar="URL", help="e.g. http://127.0.0.1:8501")
+  where.add_argument("--grpc", metavar="HOST:PORT", help="e.g. 127.0.0.1:8500")
+  where.add_argument("--model-dir", help="a SavedModel or a base path of "
+                     "versions (default: outputs/serving_model/mnist, latest)")
+  predict.add_argument("--model-name", default="mnist")
+  predict.set_defaults(func=_cmd_predict)
   download = sub.add_parser("download", help="fetch and verify MNIST into "
                             "the cache")
   download.add_argument("--cache-dir")

@@ -24,9 +24,11 @@ class RestServer:
                batcher: Optional[Batcher] = None):
     import uvicorn  # pylint: disable=g-import-not-at-top
     self.api = RestApi(store, max_payload_bytes, batcher)
+    # log_config=None: an embedded server must not reconfigure the process's
+    # logging (uvicorn's dictConfig would bind handlers to today's stderr).
     self._server = uvicorn.Server(uvicorn.Config(
         self.api.app, host=host, port=port, log_level="warning",
-        access_log=False))
+        access_log=False, log_config=None))
     self._thread: Optional[threading.Thread] = None
 
   @property

@@ -1,0 +1,213 @@
+"""`make bench-serving`: the in-process SavedModel call vs. REST and gRPC.
+
+The server runs in a subprocess (`mnist-tfx serve`, loopback, free ports)
+and this process is the load generator (asyncio: httpx for REST, grpc.aio for
+gRPC), so the two do not share an interpreter. Measured:
+- p50/p99 latency of single-image requests sent one after another;
+- throughput with 16 concurrent single-image clients;
+- throughput with 100-image requests.
+Requests are bounded in number and time; everything stays on 127.0.0.1.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List
+
+import numpy as np
+
+from components import features
+
+SEQUENTIAL = 300
+CONCURRENT_CLIENTS = 16
+CONCURRENT_REQUESTS = 1600
+BIG_BATCH = 100
+BIG_REQUESTS = 60
+TIME_LIMIT = 120.0  # seconds per measurement, at most
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _percentiles(seconds: List[float]) -> Dict[str, float]:
+  ms = np.array(seconds) * 1000
+  return {"p50_ms": round(float(np.percentile(ms, 50)), 3),
+          "p99_ms": round(float(np.percentile(ms, 99)), 3),
+          "mean_ms": round(float(ms.mean()), 3), "n": len(ms)}
+
+
+def in_process(model_dir: str, image: np.ndarray) -> Dict[str, float]:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  fn = tf.saved_model.load(model_dir).signatures[features.SERVING_SIGNATURE]
+  x = tf.constant(image[None].astype(np.float32))
+  for _ in range(20):
+    fn(images=x)
+  times = []
+  for _ in range(SEQUENTIAL):
+    t = time.perf_counter()
+    fn(images=x)["probabilities"].numpy()
+    times.append(time.perf_counter() - t)
+  result = _percentiles(times)
+  result["rate_per_s"] = round(1000 / result["mean_ms"], 1)
+  return result
+
+
+class Rest:
+
+  def __init__(self, port: int):
+    import httpx  # pylint: disable=g-import-not-at-top
+    self.url = f"http://127.0.0.1:{port}/v1/models/mnist:predict"
+    self.client = httpx.AsyncClient(timeout=60, limits=httpx.Limits(
+        max_connections=CONCURRENT_CLIENTS + 4))
+
+  async def __call__(self, images: np.ndarray) -> None:
+    r = await self.client.post(self.url, content=json.dumps(
+        {"instances": images.tolist()}))
+    if r.status_code != 200:
+      raise RuntimeError(r.text)
+
+  async def close(self):
+    await self.client.aclose()
+
+
+class Grpc:
+
+  def __init__(self, port: int):
+    import grpc  # pylint: disable=g-import-not-at-top
+    from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=g-import-not-at-top
+    self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+
+  async def __call__(self, images: np.ndarray) -> None:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from tensorflow_serving.apis import predict_pb2  # pylint: disable=g-import-not-at-top
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "mnist"
+    request.inputs[features.IMAGES_INPUT].CopyFrom(
+        tf.make_tensor_proto(images.astype(np.float32)))
+    await self.stub.Predict(request, timeout=60)
+
+  async def close(self):
+    await self.channel.close()
+
+
+async def _measure(call, image: np.ndarray, batch: np.ndarray) -> Dict[str, Any]:
+  one = image[None]
+  for _ in range(20):
+    await call(one)
+  times = []
+  deadline = time.monotonic() + TIME_LIMIT
+  for _ in range(SEQUENTIAL):
+    t = time.perf_counter()
+    await call(one)
+    times.append(time.perf_counter() - t)
+    if time.monotonic() > deadline:
+      break
+  result = {"sequential": _percentiles(times)}
+
+  remaining = [CONCURRENT_REQUESTS]
+
+  async def client():
+    while remaining[0] > 0 and time.monotonic() < deadline2:
+      remaining[0] -= 1
+      await call(one)
+
+  deadline2 = time.monotonic() + TIME_LIMIT
+  t = time.perf_counter()
+  await asyncio.gather(*(client() for _ in range(CONCURRENT_CLIENTS)))
+  done = CONCURRENT_REQUESTS - max(remaining[0], 0)
+  result["concurrent16_req_per_s"] = round(done / (time.perf_counter() - t), 1)
+
+  t = time.perf_counter()
+  n = 0
+  for _ in range(BIG_REQUESTS):
+    await call(batch)
+    n += 1
+    if time.perf_counter() - t > TIME_LIMIT:
+      break
+  result["batch100_images_per_s"] = round(n * BIG_BATCH / (time.perf_counter() - t), 1)
+  return result
+
+
+def _start_server(base: str, batching: bool) -> Dict[str, Any]:
+  rest_port, grpc_port = _free_port(), _free_port()
+  cmd = [sys.executable, "-m", "pipeline.cli", "serve", "--model-base-path", base,
+         "--rest-port", str(rest_port), "--grpc-port", str(grpc_port)]
+  if batching:
+    cmd.append("--enable-batching")
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  import httpx  # pylint: disable=g-import-not-at-top
+  deadline = time.monotonic() + 120
+  while time.monotonic() < deadline:
+    if proc.poll() is not None:
+      raise RuntimeError(f"server exited: {proc.stdout.read().decode()[-2000:]}")
+    try:
+      if httpx.get(f"http://127.0.0.1:{rest_port}/v1/models/mnist", timeout=1
+                   ).status_code == 200:
+        return {"proc": proc, "rest": rest_port, "grpc": grpc_port}
+    except httpx.HTTPError:
+      pass
+    time.sleep(0.2)
+  proc.kill()
+  raise RuntimeError("server did not become ready in 120 s")
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m serving.bench")
+  parser.add_argument("--model-base-path", default="outputs/serving_model/mnist")
+  parser.add_argument("--output", default="outputs/bench/serving.json")
+  args = parser.parse_args(argv)
+  from serving.model_store import list_versions  # pylint: disable=g-import-not-at-top
+  versions = list_versions(args.model_base_path)
+  if not versions:
+    print(f"no pushed model under {args.model_base_path}: run `make run` first",
+          file=sys.stderr)
+    return 1
+  rng = np.random.default_rng(0)  # latency does not depend on the pixels
+  image = rng.integers(0, 256, features.IMAGE_SHAPE).astype(np.float32)
+  batch = rng.integers(0, 256, (BIG_BATCH,) + features.IMAGE_SHAPE).astype(np.float32)
+  results: Dict[str, Any] = {"in_process": in_process(versions[max(versions)], image)}
+  base = results["in_process"]
+  print(f"in-process SavedModel, 1 image: p50 {base['p50_ms']} ms, p99 "
+        f"{base['p99_ms']} ms, {base['rate_per_s']} calls/s sequential", flush=True)
+  for batching in (False, True):
+    server = _start_server(args.model_base_path, batching)
+    try:
+      for api, make in (("REST", Rest), ("gRPC", Grpc)):
+        async def run():
+          call = make(server["rest" if api == "REST" else "grpc"])
+          try:
+            return await _measure(call, image, batch)
+          finally:
+            await call.close()
+        r = asyncio.run(run())
+        key = f"{api}{' batching' if batching else ''}"
+        results[key] = r
+        seq = r["sequential"]
+        print(f"{key:<14} p50 {seq['p50_ms']:7.2f} ms ({seq['p50_ms'] / base['p50_ms']:.1f}x) "
+              f"p99 {seq['p99_ms']:7.2f} ms ({seq['p99_ms'] / base['p50_ms']:.1f}x)  "
+              f"16 clients {r['concurrent16_req_per_s']:7.1f} req/s "
+              f"({r['concurrent16_req_per_s'] / base['rate_per_s']:.2f}x in-process)  "
+              f"100-image requests {r['batch100_images_per_s']:8.1f} images/s", flush=True)
+    finally:
+      server["proc"].terminate()
+      server["proc"].wait(timeout=30)
+  print("Targets: REST p50 <= 3x and p99 <= 10x the in-process p50; 16 clients >= "
+        "the in-process sequential rate.", flush=True)
+  os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
+  with open(args.output, "w") as f:
+    json.dump(results, f, indent=2)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
