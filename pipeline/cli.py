@@ -12,7 +12,8 @@ from typing import Any, Dict, List, Optional
 
 from components.models import (DISTRIBUTIONS, LR_SCHEDULES, MODELS, OPTIMIZERS,
                                Hyperparameters)
-from pipeline.configs import SUMMARY_FILE, PipelineConfig, with_overrides
+from pipeline.configs import (DEFAULT_OUTPUT_DIR, SUMMARY_FILE, PipelineConfig,
+                              with_overrides)
 
 # argparse dest -> config key (hyperparameters.* go to the Trainer).
 _HP_FLAGS = ("model", "hidden_units", "activation", "optimizer",
@@ -116,6 +117,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except data.DownloadError as e:
       print(f"mnist-tfx: {e}", file=sys.stderr)
       return 1
+  # Only the C++ noise: the run's own warnings go to its log file.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   from pipeline import local_runner, summary  # pylint: disable=g-import-not-at-top
   try:
@@ -139,7 +141,7 @@ def _print_report(run_dir: str) -> int:
     print(f"mnist-tfx report: {summary_path} does not exist: run the "
           "pipeline first (make run), or pass --run-dir", file=sys.stderr)
     return 1
-  warnings.simplefilter("ignore", FutureWarning)  # Google libraries' notices
+  _quiet_tensorflow()
   from pipeline import report  # pylint: disable=g-import-not-at-top
   try:
     text, files = report.generate(run_dir)
@@ -152,12 +154,11 @@ def _print_report(run_dir: str) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  _quiet_tensorflow()
   import logging  # pylint: disable=g-import-not-at-top
   for name in ("tensorflow", "absl"):  # TFMA's deprecation notices, not ours
     logging.getLogger(name).setLevel(logging.ERROR)
   if args.compare:
-    warnings.simplefilter("ignore", FutureWarning)
     from pipeline import report  # pylint: disable=g-import-not-at-top
     try:
       print(report.compare(*args.compare))
@@ -168,9 +169,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
   return _print_report(args.run_dir)
 
 
+def _quiet_tensorflow() -> None:
+  """Before TF's import: no C++ log noise, no Google libraries' FutureWarnings."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  warnings.simplefilter("ignore", FutureWarning)
+
+
+def _default_serving_base() -> str:
+  return PipelineConfig(output_dir=os.path.abspath(DEFAULT_OUTPUT_DIR)).serving_base_uri
+
+
 def _cmd_compile(args: argparse.Namespace) -> int:
   config = config_from_args(args)
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  _quiet_tensorflow()
   from pipeline import kubeflow_runner  # pylint: disable=g-import-not-at-top
   path = kubeflow_runner.compile_kubeflow_v2(config, args.output)
   print(f"Wrote the {config.runner} pipeline spec to {path} (image "
@@ -180,11 +191,9 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  warnings.simplefilter("ignore", FutureWarning)
+  _quiet_tensorflow()
   from serving import server  # pylint: disable=g-import-not-at-top
-  base = args.model_base_path or PipelineConfig(
-      output_dir=os.path.abspath("outputs")).serving_base_uri
+  base = args.model_base_path or _default_serving_base()
   server.serve(base, args.model_name, host=args.host, rest_port=args.rest_port,
                grpc_port=args.grpc_port, versions=args.versions,
                batching=args.enable_batching, max_batch_size=args.max_batch_size,
@@ -194,11 +203,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  warnings.simplefilter("ignore", FutureWarning)
+  _quiet_tensorflow()
   from serving import client  # pylint: disable=g-import-not-at-top
-  model_dir = args.model_dir or PipelineConfig(
-      output_dir=os.path.abspath("outputs")).serving_base_uri
+  model_dir = args.model_dir or _default_serving_base()
   try:
     results = client.predict_files(args.files, rest=args.rest,
                                    grpc_target=args.grpc, model_dir=model_dir,
