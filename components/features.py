@@ -37,3 +37,10 @@ UINT8_SIGNATURE = "serving_uint8"  # raw pixels in (uint8), for typed clients
 EXAMPLES_SIGNATURE = "from_examples"  # serialized tf.Examples in
 IMAGES_INPUT = "images"
 EXAMPLES_INPUT = "examples"
+
+
+def raw_feature_spec():
+  """tf.io parsing spec of the raw tf.Examples (as the curated schema says)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return {IMAGE_KEY: tf.io.FixedLenFeature(IMAGE_SHAPE, tf.int64),
+          LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}

@@ -21,28 +21,15 @@ from typing import Dict, Optional
 
 from tfx import v1 as tfx
 
+from components.model_layout import SAVED_MODEL, versions
+
 SERVING_SUBDIR = "Format-Serving"  # where the Trainer writes the SavedModel
 PUSH_RECORD = os.path.join("assets.extra", "mnist_tfx_push.json")
-_SAVED_MODEL = "saved_model.pb"
 
 
 def _gfile():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return tf.io.gfile
-
-
-def versions(base_dir: str) -> Dict[int, str]:
-  """{version: path} of the complete versions under `base_dir`."""
-  gfile = _gfile()
-  if not gfile.isdir(base_dir):
-    return {}
-  found = {}
-  for name in gfile.listdir(base_dir):
-    name = name.rstrip("/")
-    path = os.path.join(base_dir, name)
-    if name.isdigit() and gfile.exists(os.path.join(path, _SAVED_MODEL)):
-      found[int(name)] = path
-  return found
 
 
 def find_pushed(base_dir: str, model_uri: str) -> Optional[str]:
@@ -85,7 +72,7 @@ def push(model_dir: str, base_dir: str, record: Dict[str, object]) -> str:
   local = "://" not in base_dir
   staging = (os.path.join(base_dir, f".staging-{version}-{uuid.uuid4().hex[:8]}")
              if local else final)
-  _copy_tree(model_dir, staging, last=_SAVED_MODEL)
+  _copy_tree(model_dir, staging, last=SAVED_MODEL)
   gfile.makedirs(os.path.join(staging, os.path.dirname(PUSH_RECORD)))
   with gfile.GFile(os.path.join(staging, PUSH_RECORD), "w") as f:
     json.dump(dict(record, version=version), f, indent=1)

@@ -27,10 +27,6 @@ _TRANSFORM_CODE = ("transform", "features.py")
 _TRAINER_CODE = ("trainer", "transform", "models.py", "features.py")
 _EXAMPLE_GEN_CODE = ("example_gen.py", "idx.py", "features.py")
 
-COMPONENT_ORDER = (
-    "IdxExampleGen", "StatisticsGen", "CuratedSchemaGen", "ExampleValidator",
-    "AnomaliesGate", "Transform", "Trainer", "latest_blessed_model_resolver",
-    "Evaluator", "ServingPusher")
 
 
 def code_fingerprint(names: Iterable[str]) -> str:

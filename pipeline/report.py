@@ -13,7 +13,6 @@ import dataclasses
 import glob
 import html
 import importlib.metadata
-import io
 import json
 import os
 from typing import Any, Dict, List, Optional, Tuple
@@ -107,8 +106,7 @@ def predict_eval(model_dir: str, examples_uri: str, batch: int = 1000) -> Predic
   files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{features.EVAL_SPLIT}", "*")))
   model = tf.saved_model.load(model_dir)
   serve = model.signatures[features.EXAMPLES_SIGNATURE]
-  spec = {features.IMAGE_KEY: tf.io.FixedLenFeature(features.IMAGE_SHAPE, tf.int64),
-          features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
+  spec = features.raw_feature_spec()
   parts = []
   for records in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch):
     parsed = tf.io.parse_example(records, spec)

@@ -52,8 +52,9 @@ class Batcher:
     return future.result()
 
   def _count(self, fn: Any, inputs: Inputs, rows: int) -> Dict[str, np.ndarray]:
-    self.calls += 1
-    self.rows += rows
+    with self._lock:  # callers' and workers' threads both count
+      self.calls += 1
+      self.rows += rows
     return self._run(fn, inputs)
 
   def _work(self, q: "queue.Queue") -> None:

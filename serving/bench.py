@@ -219,7 +219,7 @@ def main(argv=None) -> int:
   parser.add_argument("--model-base-path", default="outputs/serving_model/mnist")
   parser.add_argument("--output", default="outputs/bench/serving.json")
   args = parser.parse_args(argv)
-  from serving.model_store import list_versions  # pylint: disable=g-import-not-at-top
+  from components.model_layout import versions as list_versions  # pylint: disable=g-import-not-at-top
   versions = list_versions(args.model_base_path)
   if not versions:
     print(f"no pushed model under {args.model_base_path}: run `make run` first",

@@ -53,7 +53,7 @@ def load_digit(path: str) -> np.ndarray:
 
 def predict_local(images: np.ndarray, model_dir: str) -> np.ndarray:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from serving.model_store import list_versions  # pylint: disable=g-import-not-at-top
+  from components.model_layout import versions as list_versions  # pylint: disable=g-import-not-at-top
   if not tf.io.gfile.exists(os.path.join(model_dir, "saved_model.pb")):
     versions = list_versions(model_dir)
     if not versions:

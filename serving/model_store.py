@@ -11,13 +11,12 @@ already serving stay.
 """
 
 import dataclasses
-import os
+import logging
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-_SAVED_MODEL = "saved_model.pb"
-
+from components.model_layout import versions
 
 class ServingError(Exception):
   """An error with a TF Serving (gRPC) status code, e.g. NOT_FOUND."""
@@ -42,19 +41,6 @@ class VersionStatus:
   state: str  # LOADING, AVAILABLE, END (TF Serving's ModelVersionStatus.State)
   error_code: str = "OK"
   error_message: str = ""
-
-
-def list_versions(base_path: str) -> Dict[int, str]:
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  if not tf.io.gfile.isdir(base_path):
-    return {}
-  found = {}
-  for name in tf.io.gfile.listdir(base_path):
-    name = name.rstrip("/")
-    path = os.path.join(base_path, name)
-    if name.isdigit() and tf.io.gfile.exists(os.path.join(path, _SAVED_MODEL)):
-      found[int(name)] = path
-  return found
 
 
 def _load(path: str) -> Any:
@@ -96,7 +82,7 @@ class ModelStore:
     stays until a newer one has loaded. A failed version is not retried.
     """
     with self._lock:
-      present = list_versions(self.base_path)
+      present = versions(self.base_path)
       serving = {v: s for v, s in self._serving.items() if v in present}
       # A failed load marks the version failed, so _wanted moves on to the
       # one before it: the loop ends when everything wanted is loaded.
@@ -132,8 +118,10 @@ class ModelStore:
     while not self._stop.wait(self._poll_seconds):
       try:
         self.refresh()
-      except Exception:  # pylint: disable=broad-except  # keep serving
-        pass
+      except Exception:  # pylint: disable=broad-except
+        # Keep serving what is loaded; say why the base path could not be read.
+        logging.getLogger(__name__).warning(
+            "refreshing %s from %s failed", self.name, self.base_path, exc_info=True)
 
   def stop(self) -> None:
     self._stop.set()

@@ -15,7 +15,7 @@ import base64
 import json
 import math
 import re
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 from starlette.applications import Starlette
@@ -106,9 +106,7 @@ def to_array(value: Any, spec) -> np.ndarray:
 
 def parse_predict(body: Dict[str, Any], specs: Dict[str, Any]
                   ) -> Tuple[Dict[str, np.ndarray], str]:
-  """Request body -> ({input: array}, "row" | "columnar")."""
-  if not isinstance(body, dict):
-    raise ServingError("INVALID_ARGUMENT", "request body must be a JSON object")
+  """Request body (a JSON object) -> ({input: array}, "row" | "columnar")."""
   has_rows, has_cols = "instances" in body, "inputs" in body
   if has_rows == has_cols:
     raise ServingError("INVALID_ARGUMENT", "Missing 'inputs' or 'instances' key"

@@ -7,7 +7,7 @@ import threading
 from typing import List, Optional
 
 from serving.batching import Batcher
-from serving.model_store import ModelStore
+from serving.model_store import ModelStore, ServingError
 from serving.rest import DEFAULT_MAX_PAYLOAD_BYTES, RestApi
 
 DEFAULT_REST_PORT = 8501
@@ -65,7 +65,10 @@ def serve(base_path: str, name: str, host: str = DEFAULT_HOST,
   store = ModelStore(name, base_path, versions, poll_seconds).start()
   grpc = grpc_server.start(store, host, grpc_port,
                            max_message_bytes=max_payload_bytes, batcher=batcher)
-  served = store.status(name) if store._status else []  # pylint: disable=protected-access
+  try:
+    served = store.status(name)
+  except ServingError:  # no version seen yet
+    served = []
   print(f"Serving model '{name}' from {base_path}: "
         + (", ".join(f"version {s.version} {s.state}" for s in served) or
            "no version yet (polling)"), flush=True)

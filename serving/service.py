@@ -1,11 +1,13 @@
 """What REST and gRPC share: finding a signature, running it, describing it."""
 
+import functools
 import os
 import re
 from typing import Any, Dict, Tuple
 
 import numpy as np
 
+from components.model_layout import SAVED_MODEL
 from serving.model_store import Servable, ServingError
 
 
@@ -36,8 +38,6 @@ def _tf_message(e: Exception) -> str:
   return lines[-1] if lines else type(e).__name__
 
 
-
-
 def run(batcher, servable: Servable, signature: str, fn,
         inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
   """Runs a signature, through the batcher when batching is on."""
@@ -48,11 +48,17 @@ def run(batcher, servable: Servable, signature: str, fn,
 
 def signature_def_map(servable: Servable):
   """The SavedModel's own SignatureDefs (what TF Serving's metadata returns)."""
+  return _signature_def_map(servable.path)
+
+
+@functools.lru_cache(maxsize=32)
+def _signature_def_map(path: str):
+  """Read once per version: a pushed version never changes."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
   from tensorflow_serving.apis import get_model_metadata_pb2  # pylint: disable=g-import-not-at-top
   saved = saved_model_pb2.SavedModel()
-  with tf.io.gfile.GFile(os.path.join(servable.path, "saved_model.pb"), "rb") as f:
+  with tf.io.gfile.GFile(os.path.join(path, SAVED_MODEL), "rb") as f:
     saved.ParseFromString(f.read())
   result = get_model_metadata_pb2.SignatureDefMap()
   for key, sig in saved.meta_graphs[0].signature_def.items():

@@ -22,7 +22,6 @@ def tiny_data_dir(tmp_path_factory) -> str:
 def tft_output(tmp_path_factory):
   """A real Transform graph, written by TFT's Beam implementation."""
   import numpy as np
-  import tensorflow as tf
   import tensorflow_transform as tft
   from components import features
   import tensorflow_transform.beam as tft_beam
@@ -30,8 +29,7 @@ def tft_output(tmp_path_factory):
   from components.transform.preprocessing import preprocessing_fn
 
   tmp = str(tmp_path_factory.mktemp("tft"))
-  spec = {features.IMAGE_KEY: tf.io.FixedLenFeature(features.IMAGE_SHAPE, tf.int64),
-          features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
+  spec = features.raw_feature_spec()
   metadata = dataset_metadata.DatasetMetadata(
       schema_utils.schema_from_feature_spec(spec))
   labels = np.arange(4) % 10

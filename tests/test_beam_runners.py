@@ -78,8 +78,7 @@ def test_same_statistics(runs, split):
 
 def test_same_transformed_values(runs):
   raw = [tf.train.Example.FromString(r) for r in _examples(runs[0], "eval")[:20]]
-  spec = {features.IMAGE_KEY: tf.io.FixedLenFeature(features.IMAGE_SHAPE, tf.int64),
-          features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
+  spec = features.raw_feature_spec()
   batch = tf.io.parse_example([e.SerializeToString() for e in raw], spec)
   outs = [tft.TFTransformOutput(s["artifacts"]["Transform.transform_graph"])
           .transform_raw_features(dict(batch)) for s in runs]

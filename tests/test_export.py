@@ -1,6 +1,5 @@
 """The exported SavedModel: both signatures agree, and bad pixels are refused."""
 
-import os
 
 import numpy as np
 import pytest

@@ -16,10 +16,12 @@ import tensorflow as tf
 from components import evaluation, features, idx
 from pipeline import local_runner
 from pipeline.configs import PipelineConfig, with_overrides
-from pipeline.pipeline import COMPONENT_ORDER
+from pipeline.pipeline import create_pipeline
 from tests import tiny_mnist
 
-EXECUTED = [n for n in COMPONENT_ORDER if n != "latest_blessed_model_resolver"]
+# Every node of the DAG but the resolver, which resolves rather than executes.
+EXECUTED = [c.id for c in create_pipeline(PipelineConfig(), "unused").components
+            if c.id != "latest_blessed_model_resolver"]
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components import features
 from pipeline import cli, local_runner, report
 from pipeline.configs import PipelineConfig, with_overrides
 

@@ -1,6 +1,5 @@
 """Server-side batching: concurrent requests share model calls, answers unchanged."""
 
-import os
 import threading
 
 import httpx

@@ -10,7 +10,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-from components import features, pusher
+from components import pusher
 from components.models import Hyperparameters, build_model
 from components.trainer import export
 from serving import grpc_server

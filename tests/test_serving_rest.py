@@ -17,7 +17,8 @@ import tensorflow as tf
 from components import features, pusher
 from components.models import Hyperparameters, build_model
 from components.trainer import export
-from serving.model_store import ModelStore, list_versions, wait_for
+from components.model_layout import versions as list_versions
+from serving.model_store import ModelStore, wait_for
 from serving.server import RestServer
 from tests import tiny_mnist
 
