@@ -1,15 +1,18 @@
 # mnist-tfx: `make run` and `make test` set everything up on a fresh machine.
-# The environment is .venv (Python 3.10), installed with uv from requirements.lock.
+# The environment is .venv (Python 3.11), installed with uv from requirements.lock.
 
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-# Python 3.10: pyenv's, else one on PATH that runs (pyenv shims may not). uv never downloads one.
-PYTHON310 ?= $(shell ls -d $$HOME/.pyenv/versions/3.10.*/bin/python3.10 2>/dev/null | tail -n 1 | grep . || (python3.10 -c "import sys" >/dev/null 2>&1 && command -v python3.10))
+# Python 3.11 (TFDV 1.16 has no wheels for 3.12): pyenv's, else one on PATH that
+# runs (pyenv shims may not), else Debian's. uv never downloads one.
+PYTHON_VERSION := 3.11
+PYTHON311 ?= $(shell ls -d $$HOME/.pyenv/versions/3.11.*/bin/python3.11 2>/dev/null | tail -n 1 | grep . || (python3.11 -c "import sys" >/dev/null 2>&1 && command -v python3.11) || (test -x /usr/bin/python3.11 && echo /usr/bin/python3.11))
 # uv: from PATH, else installed into .tools/ by pip (no other download).
 UV_ON_PATH := $(shell command -v uv 2>/dev/null)
 UV ?= $(if $(UV_ON_PATH),$(UV_ON_PATH),.tools/bin/uv)
 export UV_PYTHON_DOWNLOADS := never
+comma := ,
 MNIST_DIR ?=
 RUN_ARGS ?=
 SERVE_ARGS ?=
@@ -31,8 +34,10 @@ help:
 
 # The environment is (re)built when the lock file or setup.py changes.
 $(VENV)/.installed: requirements.lock setup.py | $(UV)
-	@test -n "$(PYTHON310)" || { echo "Python 3.10 not found (install it, or pass PYTHON310=/path/to/python3.10)"; exit 1; }
-	@test -x $(PY) || $(UV) venv --python "$(PYTHON310)" $(VENV)
+	@test -n "$(PYTHON311)" || { echo "Python $(PYTHON_VERSION) not found (install it, or pass PYTHON311=/path/to/python3.11)"; exit 1; }
+	@# An environment of another Python (an older checkout's) is rebuilt.
+	@$(PY) -c 'import sys; sys.exit(sys.version_info[:2] != ($(subst .,$(comma),$(PYTHON_VERSION))))' 2>/dev/null || \
+	  { rm -rf $(VENV) && $(UV) venv --python "$(PYTHON311)" $(VENV); }
 	# Bytecode is compiled once here: where PYTHONDONTWRITEBYTECODE is set,
 	# Python would otherwise compile ~7,000 files on every start (~12 s).
 	$(UV) pip sync --python $(PY) --compile-bytecode requirements.lock
@@ -69,7 +74,7 @@ bench-scaling: setup
 	$(PY) -m pipeline.bench --scaling $(if $(MNIST_DIR),--data-dir "$(MNIST_DIR)")
 
 lock: | $(UV)
-	$(UV) pip compile --python-version 3.10 --python-platform x86_64-unknown-linux-gnu requirements.in -o requirements.lock
+	$(UV) pip compile --python-version $(PYTHON_VERSION) --python-platform x86_64-unknown-linux-gnu requirements.in -o requirements.lock
 
 clean:
 	rm -rf $(VENV) .tools outputs .pytest_cache

@@ -11,7 +11,7 @@ setup(
     name="mnist-tfx",
     version="0.1.0",
     description="A production-grade TFX pipeline for MNIST",
-    python_requires=">=3.9,<3.11",
+    python_requires=">=3.9,<3.12",
     packages=find_packages(include=["pipeline", "pipeline.*", "components",
                                     "components.*", "serving", "serving.*"]),
     install_requires=[
