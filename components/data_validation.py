@@ -98,11 +98,71 @@ def check_anomalies(anomalies_artifact_uri: str, splits: List[str]) -> None:
         f"{report}. Details: {anomalies_artifact_uri}")
 
 
+def label_distribution_anomalies(counts: Dict[str, List[int]],
+                                 min_share: float,
+                                 max_drift: float) -> List[str]:
+  """What is wrong with the label distribution of each split, as sentences.
+
+  `counts` is {split: records per class}. Every class must hold at least
+  `min_share` of each split (a split of one digit trains a model that
+  always answers that digit), and a class's share may differ between the
+  train and eval splits by at most `max_drift` (TFDV's L-infinity distance):
+  beyond it, evaluation does not measure what training learned.
+  """
+  found = []
+  shares = {}
+  for split, per_class in counts.items():
+    per_class = [int(c) for c in per_class]
+    total = sum(per_class)
+    if not total:
+      continue
+    shares[split] = [c / total for c in per_class]
+    rare = [f"{digit} ({share:.1%})" for digit, share in enumerate(shares[split])
+            if share < min_share]
+    if rare:
+      found.append(f"[{split}] {features.LABEL_KEY}: classes below the minimum "
+                   f"share of {min_share:.1%} of {total} records: "
+                   f"{', '.join(rare)}")
+  if features.TRAIN_SPLIT in shares and features.EVAL_SPLIT in shares:
+    diffs = [abs(a - b) for a, b in zip(shares[features.TRAIN_SPLIT],
+                                        shares[features.EVAL_SPLIT])]
+    worst = max(range(len(diffs)), key=diffs.__getitem__)
+    if diffs[worst] > max_drift:
+      found.append(
+          f"[{features.TRAIN_SPLIT} vs {features.EVAL_SPLIT}] "
+          f"{features.LABEL_KEY}: distributions differ by L-infinity "
+          f"{diffs[worst]:.3f} > {max_drift} (class {worst}: "
+          f"{shares[features.TRAIN_SPLIT][worst]:.1%} vs "
+          f"{shares[features.EVAL_SPLIT][worst]:.1%})")
+  return found
+
+
 @tfx.dsl.components.component
 def AnomaliesGate(  # pylint: disable=invalid-name
     anomalies: tfx.dsl.components.InputArtifact[
         tfx.types.standard_artifacts.ExampleAnomalies],
+    examples: tfx.dsl.components.InputArtifact[
+        tfx.types.standard_artifacts.Examples],
+    min_label_share: tfx.dsl.components.Parameter[float],
+    max_label_drift: tfx.dsl.components.Parameter[float],
 ) -> None:
-  """Fails the run when ExampleValidator found anomalies (see check_anomalies)."""
+  """Fails the run on ExampleValidator's anomalies or a broken label distribution.
+
+  The label counts are exact: IdxExampleGen counts them while checking the
+  files (`idx_files` on the Examples artifact).
+  """
   import json  # pylint: disable=g-import-not-at-top
   check_anomalies(anomalies.uri, json.loads(anomalies.split_names))
+  files = _idx_files(examples)
+  counts = {split: info["label_counts"] for split, info in files.items()
+            if info.get("label_counts")}
+  found = label_distribution_anomalies(counts, min_label_share, max_label_drift)
+  if found:
+    raise DataAnomaliesError(
+        "the label distribution is broken, so nothing is trained or pushed: "
+        + "; ".join(found))
+
+
+def _idx_files(examples) -> Dict[str, Dict]:
+  value = examples.get_json_value_custom_property("idx_files")
+  return dict(value) if value else {}

@@ -165,5 +165,6 @@ def IdxExampleGen(  # pylint: disable=invalid-name
       "idx_files", {split: {"images": p.images_path, "labels": p.labels_path,
                             "count": p.count,
                             "images_sha256": p.images_sha256,
-                            "labels_sha256": p.labels_sha256}
+                            "labels_sha256": p.labels_sha256,
+                            "label_counts": list(p.label_counts)}
                     for split, p in pairs.items()})

@@ -14,6 +14,7 @@ import hashlib
 import io
 import posixpath
 import struct
+import zlib
 from typing import BinaryIO, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -46,6 +47,7 @@ class IdxPair:
   cols: int
   images_sha256: str  # of the raw (decompressed) bytes
   labels_sha256: str
+  label_counts: Tuple[int, ...] = ()  # records per class, for validation
 
 
 def _gfile():
@@ -123,13 +125,15 @@ def _read_header(f: BinaryIO, path: str, magic: int) -> Tuple[int, ...]:
 
 
 def _hash_rest(f: BinaryIO, path: str, expected: int,
-               sha: "hashlib._Hash", label_limit: Optional[int]) -> None:
-  """Hashes and counts the payload; checks labels on the way."""
+               sha: "hashlib._Hash", label_limit: Optional[int]
+               ) -> Tuple[int, ...]:
+  """Hashes and counts the payload; checks and counts labels on the way."""
   got = 0
+  counts = np.zeros(label_limit or 0, dtype=np.int64)
   while True:
     try:
       chunk = f.read(_CHUNK)
-    except (EOFError, OSError, gzip.BadGzipFile) as e:
+    except (EOFError, OSError, zlib.error, gzip.BadGzipFile) as e:
       raise IdxError(path, f"corrupt or truncated gzip stream ({e})") from e
     if not chunk:
       break
@@ -142,6 +146,7 @@ def _hash_rest(f: BinaryIO, path: str, expected: int,
         raise IdxError(
             path, f"label {int(arr[i])} at record {got + i} is out of range "
             f"0-{label_limit - 1}")
+      counts += np.bincount(arr, minlength=label_limit)
     got += len(chunk)
   if got < expected:
     raise IdxError(path, f"truncated: header promises {expected} bytes of data, "
@@ -149,6 +154,7 @@ def _hash_rest(f: BinaryIO, path: str, expected: int,
   if got > expected:
     raise IdxError(path, f"{got - expected} unexpected bytes after the "
                    f"{expected} bytes the header promises")
+  return tuple(int(c) for c in counts)
 
 
 def check_pair(images_path: str, labels_path: str,
@@ -160,7 +166,7 @@ def check_pair(images_path: str, labels_path: str,
     sha_images = hashlib.sha256()
     try:
       dims = _read_header(f, images_path, IMAGES_MAGIC)
-    except (EOFError, OSError, gzip.BadGzipFile) as e:
+    except (EOFError, OSError, zlib.error, gzip.BadGzipFile) as e:
       raise IdxError(images_path, f"corrupt gzip stream ({e})") from e
     sha_images.update(struct.pack(">I", IMAGES_MAGIC) +
                       struct.pack(">3I", *dims))
@@ -172,17 +178,17 @@ def check_pair(images_path: str, labels_path: str,
     sha_labels = hashlib.sha256()
     try:
       (n_labels,) = _read_header(f, labels_path, LABELS_MAGIC)
-    except (EOFError, OSError, gzip.BadGzipFile) as e:
+    except (EOFError, OSError, zlib.error, gzip.BadGzipFile) as e:
       raise IdxError(labels_path, f"corrupt gzip stream ({e})") from e
     sha_labels.update(struct.pack(">II", LABELS_MAGIC, n_labels))
-    _hash_rest(f, labels_path, n_labels, sha_labels, num_classes)
+    label_counts = _hash_rest(f, labels_path, n_labels, sha_labels, num_classes)
   if n_labels != count:
     raise IdxError(labels_path, f"{n_labels} labels but {images_path} has "
                    f"{count} images")
   if count == 0:
     raise IdxError(images_path, "holds no records")
   return IdxPair(images_path, labels_path, count, rows, cols,
-                 sha_images.hexdigest(), sha_labels.hexdigest())
+                 sha_images.hexdigest(), sha_labels.hexdigest(), label_counts)
 
 
 def read_range(pair: IdxPair, start: int, stop: int

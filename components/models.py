@@ -16,6 +16,7 @@ import dataclasses
 from typing import Any, Dict, Optional, Tuple
 
 from components import features
+from components.plain_data import ConfigError, strict_from_dict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,14 +37,14 @@ DEFAULT_MODEL = "improved"
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 LR_SCHEDULES = ("constant", "cosine")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker_mirrored")
-
-
-def strict_from_dict(cls, d: Dict[str, Any], what: str):
-  """`cls(**d)`, but a misspelt key is an error, not silently ignored."""
-  unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-  if unknown:
-    raise ValueError(f"unknown {what}: {', '.join(sorted(unknown))}")
-  return cls(**d)
+# Keras activation names for hidden layers (tests check Keras knows each),
+# so a typo fails before the run, not in the Trainer.
+ACTIVATIONS = ("relu", "elu", "selu", "gelu", "silu", "swish", "tanh",
+               "sigmoid", "softplus", "softsign", "leaky_relu", "relu6",
+               "mish", "hard_sigmoid", "exponential", "linear")
+OUTPUT_ACTIVATIONS = ("sigmoid", "softmax")
+# Losses for integer labels and 10 scores.
+LOSSES = ("sparse_categorical_crossentropy",)
 
 
 @dataclasses.dataclass
@@ -75,24 +76,26 @@ class Hyperparameters:
 
   def __post_init__(self):
     if self.model not in MODELS:
-      raise ValueError(f"unknown model {self.model!r}; choose from "
+      raise ConfigError(f"unknown model {self.model!r}; choose from "
                        f"{', '.join(MODELS)}")
-    for name, value, allowed in (("optimizer", self.optimizer, OPTIMIZERS),
-                                 ("lr_schedule", self.lr_schedule, LR_SCHEDULES),
-                                 ("distribution", self.distribution,
-                                  DISTRIBUTIONS)):
-      if value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}; choose from "
-                         f"{', '.join(allowed)}")
+    for name, allowed in (("optimizer", OPTIMIZERS),
+                          ("lr_schedule", LR_SCHEDULES),
+                          ("distribution", DISTRIBUTIONS),
+                          ("activation", ACTIVATIONS),
+                          ("output_activation", OUTPUT_ACTIVATIONS),
+                          ("loss", LOSSES)):
+      if getattr(self, name) not in allowed:
+        raise ConfigError(f"unknown {name} {getattr(self, name)!r}; choose "
+                          f"from {', '.join(allowed)}")
     for name in ("epochs", "batch_size", "steps_per_execution"):
       if getattr(self, name) < 1:
-        raise ValueError(f"{name} must be at least 1")
+        raise ConfigError(f"{name} must be at least 1")
     if not self.learning_rate > 0:
-      raise ValueError("learning_rate must be positive")
+      raise ConfigError("learning_rate must be positive")
     if self.hidden_units is not None:
       self.hidden_units = tuple(int(u) for u in self.hidden_units)
       if any(u < 1 for u in self.hidden_units):
-        raise ValueError("hidden_units must be positive")
+        raise ConfigError("hidden_units must be positive")
 
   @property
   def architecture(self) -> Architecture:

@@ -13,7 +13,9 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
-from components.models import Hyperparameters, strict_from_dict
+from components.features import DEFAULT_MAX_LABEL_DRIFT, DEFAULT_MIN_LABEL_SHARE
+from components.models import Hyperparameters
+from components.plain_data import ConfigError, strict_from_dict
 
 PIPELINE_NAME = "mnist-tfx"
 SERVING_MODEL_NAME = "mnist"
@@ -44,6 +46,9 @@ class PipelineConfig:
       default_factory=Hyperparameters)
   min_accuracy: Optional[float] = None  # None: the architecture's default
   max_regression: float = DEFAULT_MAX_REGRESSION
+  # Data validation of the label distribution (see components.data_validation).
+  min_label_share: float = DEFAULT_MIN_LABEL_SHARE
+  max_label_drift: float = DEFAULT_MAX_LABEL_DRIFT
   beam_args: List[str] = dataclasses.field(
       default_factory=lambda: list(DEFAULT_BEAM_ARGS))
   runner: str = "local"
@@ -54,12 +59,16 @@ class PipelineConfig:
     if isinstance(self.hyperparameters, dict):
       self.hyperparameters = Hyperparameters.from_dict(self.hyperparameters)
     if self.runner not in RUNNERS:
-      raise ValueError(f"unknown runner {self.runner!r}; choose from "
-                       f"{', '.join(RUNNERS)}")
+      raise ConfigError(f"unknown runner {self.runner!r}; choose from "
+                        f"{', '.join(RUNNERS)}")
     if self.min_accuracy is not None and not 0 <= self.min_accuracy <= 1:
-      raise ValueError("min_accuracy must be between 0 and 1")
-    if not 0 <= self.max_regression <= 1:
-      raise ValueError("max_regression must be between 0 and 1")
+      raise ConfigError("min_accuracy must be between 0 and 1")
+    for name in ("max_regression", "min_label_share", "max_label_drift"):
+      if not 0 <= getattr(self, name) <= 1:
+        raise ConfigError(f"{name} must be between 0 and 1")
+    for name in ("output_dir", "serving_model_name", "pipeline_name"):
+      if not getattr(self, name):
+        raise ConfigError(f"{name} must not be empty")
 
   # Derived locations: computed here only, so nothing else joins paths.
   @property
@@ -106,8 +115,37 @@ class PipelineConfig:
 
   @classmethod
   def from_file(cls, path: str) -> "PipelineConfig":
-    with open(path, encoding="utf-8") as f:
-      return cls.from_dict(json.load(f))
+    try:
+      with open(path, encoding="utf-8") as f:
+        d = json.load(f)
+    except OSError as e:
+      raise ConfigError(f"--config {path}: {e.strerror or e}") from None
+    except ValueError as e:  # JSON or UTF-8
+      raise ConfigError(f"--config {path}: not valid JSON ({e})") from None
+    if not isinstance(d, dict):
+      raise ConfigError(f"--config {path}: must hold a JSON object of "
+                        f"PipelineConfig fields, not a {type(d).__name__}")
+    try:
+      return cls.from_dict(d)
+    except ConfigError as e:
+      raise ConfigError(f"--config {path}: {e}") from None
+
+  def check_local_paths(self) -> None:
+    """Paths that cannot work, as one clear error before anything runs."""
+    for name in ("output_dir", "pipeline_root", "serving_dir"):
+      value = getattr(self, name)
+      if value and "://" not in value and os.path.exists(value) and (
+          not os.path.isdir(value)):
+        raise ConfigError(f"--{name.replace('_', '-')} {value} is a file, "
+                          "not a directory")
+    if os.path.isdir(self.metadata_uri):
+      raise ConfigError(f"--metadata-path {self.metadata_uri} is a directory; "
+                        "it names ML Metadata's SQLite file")
+    parent = os.path.dirname(os.path.abspath(self.local_dir))
+    while parent and not os.path.exists(parent):
+      parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+      raise ConfigError(f"--output-dir {self.local_dir}: {parent} is a file")
 
 
 def _join(base: str, *parts: str) -> str:

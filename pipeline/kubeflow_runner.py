@@ -8,6 +8,7 @@ job, so one compiled spec serves any dataset of the same layout.
 
 import os
 
+from components.plain_data import ConfigError
 from pipeline.configs import PipelineConfig
 
 DATA_ROOT_PARAMETER = "data_root"
@@ -15,14 +16,14 @@ DATA_ROOT_PARAMETER = "data_root"
 
 def compile_kubeflow_v2(config: PipelineConfig, output_path: str) -> str:
   """Writes the KFP v2 pipeline spec (JSON) to `output_path`; returns it."""
+  if config.runner != "kubeflow_v2":
+    raise ConfigError("compile_kubeflow_v2 needs runner='kubeflow_v2'")
+  if not config.data_dir:
+    raise ConfigError("a compiled pipeline needs --data-dir (a URI its "
+                      "workers can read, e.g. gs://bucket/mnist)")
   from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
   from pipeline.pipeline import create_pipeline  # pylint: disable=g-import-not-at-top
 
-  if config.runner != "kubeflow_v2":
-    raise ValueError("compile_kubeflow_v2 needs runner='kubeflow_v2'")
-  if not config.data_dir:
-    raise ValueError("a compiled pipeline needs --data-dir (a URI its "
-                     "workers can read, e.g. gs://bucket/mnist)")
   data_root = tfx.dsl.experimental.RuntimeParameter(
       name=DATA_ROOT_PARAMETER, ptype=str, default=config.data_dir)
   dag = create_pipeline(config, data_root)

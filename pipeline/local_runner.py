@@ -38,7 +38,8 @@ class ProgressHandler(logging.Handler):
       node = str(record.args[0])
       took = now - self._began.get(node, now)
       self._write(f"{stamp} {node} done in {took:.1f}s")
-    elif record.name.startswith(PROGRESS_LOGGER):
+    elif (record.name.startswith(PROGRESS_LOGGER) and
+          record.levelno < logging.WARNING):  # warnings: stderr (_OursOnly)
       self._write(f"{stamp}   {record.getMessage()}")
 
   def _write(self, line: str) -> None:
@@ -46,12 +47,16 @@ class ProgressHandler(logging.Handler):
     self._out.flush()
 
 
-class _OursOrErrors(logging.Filter):
+class _OursOnly(logging.Filter):
+  """The console's stderr shows our own warnings; the rest is in the log.
+
+  A failure is reported once, as one line, by the caller: TFX's and Beam's
+  error records (and their tracebacks) go to the run's log file only.
+  """
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return (record.levelno >= logging.ERROR or
-            (record.name.startswith(PROGRESS_LOGGER) and
-             record.levelno >= logging.WARNING))
+    return (record.name.startswith(PROGRESS_LOGGER) and
+            record.levelno >= logging.WARNING)
 
 
 def configure_logging(log_path: str, out: TextIO, start: float) -> Callable[[], None]:
@@ -67,7 +72,7 @@ def configure_logging(log_path: str, out: TextIO, start: float) -> Callable[[], 
       "%(asctime)s %(levelname)s %(name)s: %(message)s"))
   progress = ProgressHandler(out, start)
   errors = logging.StreamHandler(sys.stderr)
-  errors.addFilter(_OursOrErrors())
+  errors.addFilter(_OursOnly())
   root = logging.getLogger()
   previous = (root.level, list(root.handlers), absl.logging.get_verbosity())
   added = [file_handler, progress, errors]
@@ -88,37 +93,62 @@ def configure_logging(log_path: str, out: TextIO, start: float) -> Callable[[], 
 
 def run(config: PipelineConfig, data_dir: str, out: TextIO = sys.stdout,
         data_only: bool = False) -> Dict[str, Any]:
-  """Runs the pipeline; returns (and writes) the summary. Raises on failure.
+  """Runs the pipeline; returns (and writes) the summary.
 
-  `data_only` runs ExampleGen to Transform only (see create_pipeline).
+  Raises OutputDirBusy (another run holds the output dir), DiskFull (not
+  even the lock could be written), PipelineFailed and RunInterrupted (both
+  carry the summary, which is written). `data_only` runs ExampleGen to
+  Transform only (see create_pipeline).
   """
+  from pipeline import summary, workspace  # pylint: disable=g-import-not-at-top
   start = time.monotonic()
   stamp = time.strftime("%Y%m%d-%H%M%S")
   log_path = os.path.join(config.local_dir, "logs", f"run-{stamp}.log")
-  undo = configure_logging(log_path, out, start)
-  out.write(f"mnist-tfx: running the pipeline; full log: {log_path}\n")
-  out.flush()
-  error: Optional[BaseException] = None
-  try:
-    from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
-    from components.example_gen import fingerprint  # pylint: disable=g-import-not-at-top
-    from pipeline.pipeline import create_pipeline  # pylint: disable=g-import-not-at-top
-    from pipeline import summary  # pylint: disable=g-import-not-at-top
-    logging.getLogger(PROGRESS_LOGGER).info(
-        "imports done (%.1fs)", time.monotonic() - start)
-    dag = create_pipeline(config, data_dir, fingerprint(data_dir),
-                          data_only=data_only)
-    try:
-      tfx.orchestration.LocalDagRunner().run(dag)
-    except Exception as e:  # pylint: disable=broad-except
-      error = e
-      logging.exception("pipeline failed")
-    # Still inside our logging set-up: MLMD's INFO chatter goes to the file.
+
+  def finish(status: str, error: Optional[BaseException] = None,
+             read_metadata: bool = True) -> Dict[str, Any]:
     result = summary.build(config, data_dir, time.monotonic() - start, error,
-                           log_path)
-    summary.write(result, config.summary_uri)
-  finally:
-    undo()
+                           log_path, status=status, read_metadata=read_metadata)
+    try:
+      summary.write(result, config.summary_uri)
+    except OSError as e:  # e.g. the disk is full: say so, keep the result
+      result.setdefault("error", summary.describe_failure(e, None, config.local_dir))
+      result["summary_not_written"] = summary.describe_failure(
+          e, None, config.local_dir)
+    return result
+
+  with workspace.exclusive(config):
+    undo = configure_logging(log_path, out, start)
+    out.write(f"mnist-tfx: running the pipeline; full log: {log_path}\n")
+    out.flush()
+    error: Optional[BaseException] = None
+    try:
+      try:
+        progress = logging.getLogger(PROGRESS_LOGGER)
+        for line in workspace.recover(config, "its run died; found by the run "
+                                      f"of {stamp}"):
+          progress.warning("%s", line)
+        finish("running", read_metadata=False)
+        from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
+        from components.example_gen import fingerprint  # pylint: disable=g-import-not-at-top
+        from pipeline.pipeline import create_pipeline  # pylint: disable=g-import-not-at-top
+        progress.info("imports done (%.1fs)", time.monotonic() - start)
+        dag = create_pipeline(config, data_dir, fingerprint(data_dir),
+                              data_only=data_only)
+        tfx.orchestration.LocalDagRunner().run(dag)
+      except KeyboardInterrupt:
+        logging.warning("interrupted", exc_info=True)
+        # Still under the lock: what this run left RUNNING is closed now.
+        workspace.close_interrupted(config, summary.INTERRUPTED)
+        result = finish("interrupted")
+        raise RunInterrupted(result) from None
+      except Exception as e:  # pylint: disable=broad-except
+        error = e
+        logging.exception("pipeline failed")
+      # Still inside our logging set-up: MLMD's INFO chatter goes to the file.
+      result = finish("failed" if error else "succeeded", error)
+    finally:
+      undo()
   if error is not None:
     raise PipelineFailed(result) from error
   return result
@@ -130,3 +160,7 @@ class PipelineFailed(RuntimeError):
   def __init__(self, summary: Dict[str, Any]):
     super().__init__(summary.get("error", "pipeline failed"))
     self.summary = summary
+
+
+class RunInterrupted(PipelineFailed):
+  """SIGINT or SIGTERM stopped the run; its summary says `interrupted`."""

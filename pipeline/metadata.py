@@ -27,12 +27,29 @@ class NodeRun:
   outputs: Dict[str, List[metadata_store_pb2.Artifact]]
 
 
-def open_store(sqlite_path: str) -> metadata_store.MetadataStore:
+def open_store(sqlite_path: str,
+               readonly: bool = True) -> metadata_store.MetadataStore:
   config = metadata_store_pb2.ConnectionConfig()
   config.sqlite.filename_uri = sqlite_path
   config.sqlite.connection_mode = (
-      metadata_store_pb2.SqliteMetadataSourceConfig.READONLY)
+      metadata_store_pb2.SqliteMetadataSourceConfig.READONLY if readonly else
+      metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE)
   return metadata_store.MetadataStore(config)
+
+
+def max_execution_id(store: metadata_store.MetadataStore) -> int:
+  """The newest execution's id (0 for an empty store): TFX names dirs by it."""
+  newest = store.get_executions(list_options=metadata_store.ListOptions(
+      limit=1, order_by=metadata_store.OrderByField.ID, is_asc=False))
+  return newest[0].id if newest else 0
+
+
+def node_name(store: metadata_store.MetadataStore, execution_id: int) -> str:
+  """The pipeline node an execution belongs to, e.g. "Trainer"."""
+  node_type = store.get_context_type("node").id
+  return next((c.name.split(".", 1)[-1]
+               for c in store.get_contexts_by_execution(execution_id)
+               if c.type_id == node_type), f"execution {execution_id}")
 
 
 def latest_run_id(store: metadata_store.MetadataStore) -> Optional[str]:
@@ -46,15 +63,13 @@ def read_run(store: metadata_store.MetadataStore,
   run = store.get_context_by_type_and_name("pipeline_run", run_id)
   if run is None:
     return {}
-  node_type = store.get_context_type("node").id
   executions = store.get_executions_by_context(run.id)
   events = store.get_events_by_execution_ids([e.id for e in executions])
   artifact_ids = sorted({e.artifact_id for e in events})
   artifacts = {a.id: a for a in store.get_artifacts_by_id(artifact_ids)}
   nodes = {}
   for execution in sorted(executions, key=lambda e: e.id):
-    node = next(c.name for c in store.get_contexts_by_execution(execution.id)
-                if c.type_id == node_type).split(".", 1)[-1]
+    node = node_name(store, execution.id)
     outputs: Dict[str, List[metadata_store_pb2.Artifact]] = {}
     for event in events:
       if (event.execution_id == execution.id and event.type in (

@@ -116,7 +116,9 @@ def create_pipeline(config: PipelineConfig, data_dir: Union[str, Any],
   example_validator = tfx.components.ExampleValidator(
       statistics=statistics_gen.outputs["statistics"], schema=schema)
   anomalies_gate = AnomaliesGate(
-      anomalies=example_validator.outputs["anomalies"])
+      anomalies=example_validator.outputs["anomalies"], examples=examples,
+      min_label_share=config.min_label_share,
+      max_label_drift=config.max_label_drift)
 
   # No analyzer runs and the Trainer transforms raw examples itself, so
   # Transform only builds the graph: no materialized copy, no statistics.

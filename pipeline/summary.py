@@ -6,10 +6,12 @@ TFMA's output for the metrics, the Pusher's artifact for what was pushed.
 
 import json
 import os
+import re
+import time
 from typing import Any, Dict, List, Optional
 
 from components import evaluation
-from pipeline import metadata
+from pipeline import metadata, workspace
 from pipeline.configs import PipelineConfig
 
 
@@ -20,21 +22,84 @@ def _first(nodes: Dict[str, metadata.NodeRun], node: str, key: str):
   return None
 
 
-def _failure(error: BaseException) -> str:
-  """The most useful line of a failure: the root cause's message."""
-  cause = error
-  while cause.__cause__ is not None or cause.__context__ is not None:
-    cause = cause.__cause__ or cause.__context__
-  return f"{type(cause).__name__}: {cause}"
+# How a full disk shows itself: OSError's ENOSPC, SQLite's and TensorFlow's words.
+_DISK_FULL_MARKERS = ("No space left on device", "database or disk is full",
+                      "Disk quota exceeded")
+
+
+_OUR_PACKAGES = ("components", "pipeline", "serving")
+
+
+def _chain(error: BaseException) -> List[BaseException]:
+  chain = [error]
+  while (chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 50:
+    chain.append(chain[-1].__cause__ or chain[-1].__context__)
+  return chain
+
+
+def _disk_full(chain: List[BaseException], log_path: Optional[str],
+               where: str) -> Optional[str]:
+  """"disk full: ..." when the failure, or the run's log, shows a full disk.
+
+  A full disk often surfaces as a later, unrelated error (ML Metadata's "No
+  type found" after SQLite could not write), so the log is searched too.
+  """
+  path = next((e.filename for e in chain
+               if workspace.is_disk_full(e) and getattr(e, "filename", None)),
+              None)
+  for e in chain:  # TensorFlow says "<path>; No space left on device"
+    named = re.search(r"(\S+); No space left on device", str(e))
+    if path is None and named:
+      path = named.group(1)
+  found = path is not None or any(
+      workspace.is_disk_full(e) or any(m in str(e) for m in _DISK_FULL_MARKERS)
+      for e in chain)
+  if not found and log_path and os.path.exists(log_path):
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+      found = any(m in line for line in f for m in _DISK_FULL_MARKERS)
+  if not found:
+    return None
+  path = path or where
+  free = workspace.free_bytes(path)
+  return (f"disk full: no space left on the device of {path}"
+          + (f" ({free // 1024} KiB free)" if free is not None else "")
+          + "; free some space and run again")
+
+
+def describe_failure(error: BaseException, log_path: Optional[str] = None,
+                     where: str = ".") -> str:
+  """One line for a failure: a full disk as such, else the root cause."""
+  chain = _chain(error)
+  full = _disk_full(chain, log_path, where)
+  if full:
+    return full
+  # Our own errors (a bad IDX file, anomalies) already say which file and
+  # what is wrong; otherwise the root cause says more than TFX's wrappers.
+  cause = next((e for e in chain if type(e).__module__.split(".")[0] in
+                _OUR_PACKAGES), chain[-1])
+  return f"{type(cause).__name__}: {cause}".splitlines()[0]
+
+
+STATUSES = ("running", "succeeded", "failed", "interrupted")
+INTERRUPTED = "interrupted by SIGINT or SIGTERM"
 
 
 def build(config: PipelineConfig, data_dir: str, total_seconds: float,
           error: Optional[BaseException] = None,
-          log_path: Optional[str] = None) -> Dict[str, Any]:
-  """The summary of the latest run recorded in the config's MLMD store."""
+          log_path: Optional[str] = None, status: Optional[str] = None,
+          read_metadata: bool = True) -> Dict[str, Any]:
+  """The summary of the latest run recorded in the config's MLMD store.
+
+  `status` defaults to succeeded, or failed when there is an `error`;
+  `read_metadata=False` gives the facts known before anything ran.
+  """
   hp = config.hyperparameters
+  status = status or ("failed" if error else "succeeded")
+  assert status in STATUSES, status
   summary: Dict[str, Any] = {
-      "status": "failed" if error else "succeeded",
+      "status": status, "pid": os.getpid(),
+      "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+      "failed_component": None,
       "model": hp.model,
       "hyperparameters": dict(hp.to_dict(), hidden_units=list(hp.layers)),
       "accuracy": None, "per_class_accuracy": None, "per_class_count": None,
@@ -48,8 +113,10 @@ def build(config: PipelineConfig, data_dir: str, total_seconds: float,
       "run_id": None, "artifacts": {}, "log": log_path,
   }
   if error is not None:
-    summary["error"] = _failure(error)
-  if not os.path.exists(config.metadata_uri):
+    summary["error"] = describe_failure(error, log_path, config.local_dir)
+  elif status == "interrupted":
+    summary["error"] = INTERRUPTED
+  if not read_metadata or not os.path.exists(config.metadata_uri):
     return summary
   store = metadata.open_store(config.metadata_uri)
   run_id = metadata.latest_run_id(store)
@@ -57,6 +124,10 @@ def build(config: PipelineConfig, data_dir: str, total_seconds: float,
   summary["run_id"] = run_id
   summary["component_seconds"] = {n: r.seconds for n, r in nodes.items()}
   summary["component_status"] = {n: r.state for n, r in nodes.items()}
+  if "error" in summary:
+    summary["failed_component"] = next(
+        (n for n, r in nodes.items()
+         if r.state in ("failed", "canceled", "running")), None)
   summary["artifacts"] = {f"{n}.{k}": arts[0].uri for n, r in nodes.items()
                           for k, arts in r.outputs.items() if arts}
 
@@ -82,6 +153,16 @@ def build(config: PipelineConfig, data_dir: str, total_seconds: float,
         blessed=result.blessed,
         blessing=_blessing_reason(config, result))
   pushed = _first(nodes, "ServingPusher", "pushed_model")
+  model = _first(nodes, "Trainer", "model")
+  if pushed is None and model is not None:
+    # The Pusher may have pushed and then failed to record it (a full disk
+    # under ML Metadata): the serving dir is the truth a server sees.
+    from components import pusher  # pylint: disable=g-import-not-at-top
+    found = pusher.find_by_model(config.serving_base_uri, model.uri)
+    if found:
+      summary.update(pushed_model_path=found, pushed_new=True,
+                     pushed_version=os.path.basename(found),
+                     pushed_unrecorded=True)
   if pushed is not None and metadata.custom_property(pushed, "pushed") == 1:
     summary["pushed_model_path"] = metadata.custom_property(
         pushed, "pushed_destination")
@@ -115,19 +196,38 @@ def _blessing_reason(config: PipelineConfig,
 
 
 def write(summary: Dict[str, Any], path: str) -> None:
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.io.gfile.makedirs(os.path.dirname(path) or ".")
+  """Replaces `path` in one rename; a failed write leaves no `.tmp` behind."""
+  text = json.dumps(summary, indent=2)
   tmp = path + ".tmp"
+  if "://" not in path:  # no TensorFlow import for a local file
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    try:
+      with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+      os.replace(tmp, path)
+    except BaseException:
+      if os.path.exists(tmp):
+        os.remove(tmp)
+      raise
+    return
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.io.gfile.makedirs(os.path.dirname(path))
   with tf.io.gfile.GFile(tmp, "w") as f:
-    json.dump(summary, f, indent=2)
+    f.write(text)
   tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
-def render(summary: Dict[str, Any]) -> str:
-  """The summary as a few lines for the terminal."""
+def render(summary: Dict[str, Any], with_status: bool = True) -> str:
+  """The summary as a few lines for the terminal.
+
+  `with_status=False` leaves out the failure line, for callers that print
+  it themselves.
+  """
   lines = []
-  if summary["status"] != "succeeded":
-    lines.append(f"FAILED: {summary.get('error')}")
+  if summary["status"] != "succeeded" and with_status:
+    where = summary.get("failed_component")
+    lines.append(f"{summary['status'].upper()}"
+                 + (f" in {where}" if where else "") + f": {summary.get('error')}")
   if summary["accuracy"] is not None:
     lines.append(f"Model: {summary['model']} "
                  f"(hidden layers {summary['hyperparameters']['hidden_units']}), "
@@ -142,8 +242,9 @@ def render(summary: Dict[str, Any]) -> str:
                  f"{summary['blessing']}")
   if summary["pushed_model_path"]:
     lines.append(f"Pushed: {summary['pushed_model_path']}" + (
-        "" if summary["pushed_new"] else
-        " (this model was already there: nothing new pushed)"))
+        " (ML Metadata could not record the push)"
+        if summary.get("pushed_unrecorded") else "" if summary["pushed_new"]
+        else " (this model was already there: nothing new pushed)"))
   elif summary["status"] == "succeeded":
     lines.append("Pushed: nothing (the model was not blessed)")
   times = ", ".join(

@@ -44,7 +44,7 @@ def test_edges_follow_the_data_flow(pipeline_spec):
   assert deps["StatisticsGen"] == {"IdxExampleGen"}
   assert deps["CuratedSchemaGen"] == {"StatisticsGen"}
   assert deps["ExampleValidator"] == {"StatisticsGen", "CuratedSchemaGen"}
-  assert deps["AnomaliesGate"] == {"ExampleValidator"}
+  assert deps["AnomaliesGate"] == {"ExampleValidator", "IdxExampleGen"}
   assert "AnomaliesGate" in deps["Transform"]  # nothing trains on bad data
   assert {"Transform", "IdxExampleGen"} <= deps["Trainer"]
   assert "Trainer" in deps["Evaluator"]

@@ -1,0 +1,212 @@
+"""A run's output dir: one run at a time, and nothing half-done left behind.
+
+`exclusive` takes an OS lock (flock) on the output dir and on the ML Metadata
+store; the kernel releases it when the holder dies, even by kill -9, so a
+stale lock never blocks anyone. Under the lock, `recover` repairs what an
+earlier run that died may have left:
+- executions ML Metadata still calls RUNNING: marked CANCELED (custom
+  property `interrupted`), their pending outputs ABANDONED and the partial
+  directories removed, so no cache lookup or reader ever takes them;
+- artifact directories ML Metadata does not know (the store was deleted or
+  replaced, so execution ids start again at 1): moved aside, because TFX
+  would write the next artifacts into them, over the old files;
+- `summary.json.tmp` from an interrupted write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import shutil
+import sys
+import time
+from typing import Iterator, List, Optional
+
+from pipeline.configs import SUMMARY_FILE, PipelineConfig
+
+LOCK_FILE = ".mnist-tfx.lock"
+ORPHANS_DIR = "orphaned"  # <local_dir>/orphaned/<time>/<node>/<key>/<id>
+INTERRUPTED = "interrupted"  # custom property on executions a dead run left
+
+
+class OutputDirBusy(RuntimeError):
+  """Another run holds the lock; the message names it."""
+
+
+class DiskFull(OSError):
+  """No space left where a run writes; the message names the path."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+  return isinstance(error, OSError) and error.errno in (errno.ENOSPC,
+                                                        errno.EDQUOT)
+
+
+def _holder(path: str) -> str:
+  try:
+    with open(path, encoding="utf-8") as f:
+      info = json.load(f)
+    return (f"PID {info['pid']}, started {info['started']}: "
+            f"{info.get('command', '')}").rstrip(": ")
+  except (OSError, ValueError, KeyError, TypeError):
+    return "details not written yet"
+
+
+@contextlib.contextmanager
+def _flock(path: str, what: str) -> Iterator[None]:
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise OutputDirBusy(
+          f"{what} is in use by another mnist-tfx run ({_holder(path)}); "
+          "wait for it to finish, or use another --output-dir") from None
+    info = {"pid": os.getpid(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "command": " ".join(os.path.basename(a) if i == 0 else a
+                                for i, a in enumerate(sys.argv))}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(info).encode(), 0)
+    yield
+  finally:
+    os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def exclusive(config: PipelineConfig) -> Iterator[None]:
+  """Holds the output dir (and a metadata store kept elsewhere) for one run.
+
+  Raises OutputDirBusy at once when another run holds either, and DiskFull
+  when not even the lock file can be written.
+  """
+  paths = [(os.path.join(config.local_dir, LOCK_FILE), config.local_dir)]
+  metadata_dir = os.path.dirname(os.path.abspath(config.metadata_uri))
+  if os.path.abspath(metadata_dir) != os.path.abspath(config.local_dir):
+    paths.append((config.metadata_uri + ".lock", config.metadata_uri))
+  with contextlib.ExitStack() as stack:
+    for path, what in paths:
+      try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        stack.enter_context(_flock(path, what))
+      except OSError as e:
+        if is_disk_full(e):
+          raise DiskFull(e.errno, f"no space left on the device of {path}",
+                         path) from e
+        raise
+    yield
+
+
+# --- recovery ----------------------------------------------------------------
+
+def close_interrupted(config: PipelineConfig, reason: str) -> List[str]:
+  """Marks executions still RUNNING as CANCELED and removes their partial
+  output dirs; returns one line per execution.
+
+  Only safe while `exclusive` is held: then no live run owns them.
+  """
+  metadata_path = config.metadata_uri
+  if not os.path.exists(metadata_path):
+    return []
+  from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
+  from pipeline import metadata  # pylint: disable=g-import-not-at-top
+  store = metadata.open_store(metadata_path, readonly=False)
+  execution = metadata_store_pb2.Execution
+  artifact = metadata_store_pb2.Artifact
+  stale = [e for e in store.get_executions()
+           if e.last_known_state in (execution.RUNNING, execution.NEW)]
+  lines = []
+  for e in stale:
+    e.last_known_state = execution.CANCELED
+    e.custom_properties[INTERRUPTED].string_value = reason
+    events = store.get_events_by_execution_ids([e.id])
+    outputs = store.get_artifacts_by_id(sorted(
+        {ev.artifact_id for ev in events if ev.type in (
+            metadata_store_pb2.Event.OUTPUT,
+            metadata_store_pb2.Event.PENDING_OUTPUT)}))
+    partial = [a for a in outputs if a.state in (artifact.PENDING,
+                                                 artifact.UNKNOWN)]
+    for a in partial:
+      a.state = artifact.ABANDONED
+    if partial:
+      store.put_artifacts(partial)
+    store.put_executions([e])
+    # TFX registers outputs only when it publishes them: the dirs named by
+    # the execution id are what it had written so far.
+    removed = [path for eid, path in _artifact_dirs(config.pipeline_root_uri)
+               if eid == e.id]
+    for path in removed:
+      shutil.rmtree(path, ignore_errors=True)
+    node = metadata.node_name(store, e.id)
+    lines.append(f"{node} (execution {e.id}) was interrupted ({reason}): "
+                 f"marked CANCELED in ML Metadata, {len(removed)} partial "
+                 "output dir(s) removed")
+  return lines
+
+
+def _artifact_dirs(pipeline_root: str) -> Iterator[tuple]:
+  """(execution id, path) of every `<node>/<key>/<id>` dir TFX writes."""
+  if not os.path.isdir(pipeline_root):
+    return
+  for node in sorted(os.listdir(pipeline_root)):
+    node_dir = os.path.join(pipeline_root, node)
+    if not os.path.isdir(node_dir):
+      continue
+    keys = [os.path.join(node_dir, k) for k in os.listdir(node_dir)
+            if k != ".system"]
+    system = os.path.join(node_dir, ".system", "executor_execution")
+    for key_dir in keys + [system]:
+      if not os.path.isdir(key_dir):
+        continue
+      for name in os.listdir(key_dir):
+        if name.isdigit():
+          yield int(name), os.path.join(key_dir, name)
+
+
+def move_orphans(config: PipelineConfig) -> List[str]:
+  """Moves artifact dirs ML Metadata does not know out of TFX's way."""
+  root = config.pipeline_root_uri
+  if "://" in root:
+    return []
+  known = 0
+  if os.path.exists(config.metadata_uri):
+    from pipeline import metadata  # pylint: disable=g-import-not-at-top
+    known = metadata.max_execution_id(
+        metadata.open_store(config.metadata_uri))
+  orphans = [path for eid, path in _artifact_dirs(root) if eid > known]
+  if not orphans:
+    return []
+  target = os.path.join(config.local_dir, ORPHANS_DIR,
+                        time.strftime("%Y%m%d-%H%M%S"))
+  for path in orphans:
+    dest = os.path.join(target, os.path.relpath(path, root))
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    shutil.move(path, dest)
+  return [f"ML Metadata ({config.metadata_uri}) does not know {len(orphans)} "
+          f"artifact director{'y' if len(orphans) == 1 else 'ies'} under {root} "
+          "(was the store deleted or replaced?): moved to "
+          f"{target} so that no new artifact is written over them"]
+
+
+def recover(config: PipelineConfig, reason: str) -> List[str]:
+  """Repairs what a dead run left (see the module doc); lines to show."""
+  lines = close_interrupted(config, reason)
+  lines += move_orphans(config)
+  tmp = os.path.join(config.local_dir, SUMMARY_FILE + ".tmp")
+  if os.path.exists(tmp):
+    os.remove(tmp)
+  return lines
+
+
+def free_bytes(path: str) -> Optional[int]:
+  """Free space on the device holding `path` (its nearest existing parent)."""
+  path = os.path.abspath(path)
+  while not os.path.exists(path) and os.path.dirname(path) != path:
+    path = os.path.dirname(path)
+  try:
+    return shutil.disk_usage(path).free
+  except OSError:
+    return None
