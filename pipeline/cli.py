@@ -2,16 +2,25 @@
 
 Arguments are parsed and checked before anything heavy is imported, so a
 typo fails in a fraction of a second, not after TensorFlow's import.
+
+Exit codes: 0 the command worked (for `run`: blessed or not, the summary
+says which); 1 it failed (bad data, anomalies, a component error, a full
+disk); 2 bad arguments or configuration; 3 the output dir is in use by
+another run; 130 interrupted (Ctrl-C or SIGTERM).
 """
 
 import argparse
 import os
+import signal
 import sys
 import warnings
 from typing import Any, Dict, List, Optional
 
-from components.models import (DISTRIBUTIONS, LR_SCHEDULES, MODELS, OPTIMIZERS,
+from components.models import (ACTIVATIONS, DISTRIBUTIONS, LOSSES,
+                               LR_SCHEDULES, MODELS, OPTIMIZERS,
                                Hyperparameters)
+from components.plain_data import ConfigError
+from serving import limits
 from pipeline.configs import (DEFAULT_OUTPUT_DIR, SUMMARY_FILE, PipelineConfig,
                               with_overrides)
 
@@ -19,6 +28,7 @@ from pipeline.configs import (DEFAULT_OUTPUT_DIR, SUMMARY_FILE, PipelineConfig,
 _HP_FLAGS = ("model", "hidden_units", "activation", "optimizer",
              "learning_rate", "lr_schedule", "loss", "epochs", "batch_size",
              "seed", "distribution", "steps_per_execution")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 _CONFIG_FLAGS = ("data_dir", "output_dir", "pipeline_root", "metadata_path",
                  "serving_dir", "min_accuracy", "max_regression")
 
@@ -29,6 +39,35 @@ def _hidden_units(text: str) -> List[int]:
   except ValueError:
     raise argparse.ArgumentTypeError(
         f"expected comma-separated layer sizes like 128,64, got {text!r}")
+
+
+def _versions(text: str) -> List[int]:
+  try:
+    found = [int(v) for v in text.replace(" ", "").split(",") if v]
+  except ValueError:
+    found = []
+  if not found or any(v < 0 for v in found):
+    raise argparse.ArgumentTypeError(
+        f"expected comma-separated version numbers like 1,2, got {text!r}")
+  return found
+
+
+def _number(kind, low, high):
+  """An argparse type: `kind` (int or float) within [low, high]."""
+  def parse(text: str):
+    try:
+      value = kind(text)
+    except ValueError:
+      value = None
+    if value is None or not low <= value <= high:  # also NaN
+      raise argparse.ArgumentTypeError(
+          f"expected {'an integer' if kind is int else 'a number'} from "
+          f"{low} to {high}, got {text!r}")
+    return value
+  return parse
+
+
+_port = _number(int, 0, 65535)
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -47,13 +86,15 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                  help=f"architecture (default: {defaults.model})")
   m.add_argument("--hidden-units", type=_hidden_units,
                  help="override the hidden layers, e.g. 256,128 ('' = none)")
-  m.add_argument("--activation", help=f"hidden activation ({defaults.activation})")
+  m.add_argument("--activation", choices=ACTIVATIONS, metavar="NAME",
+                 help=f"hidden activation: {', '.join(ACTIVATIONS)} "
+                 f"({defaults.activation})")
   m.add_argument("--optimizer", choices=OPTIMIZERS)
   m.add_argument("--learning-rate", type=float,
                  help=f"initial learning rate ({defaults.learning_rate})")
   m.add_argument("--lr-schedule", choices=LR_SCHEDULES,
                  help=f"({defaults.lr_schedule})")
-  m.add_argument("--loss", help=f"Keras loss ({defaults.loss})")
+  m.add_argument("--loss", choices=LOSSES, help=f"Keras loss ({defaults.loss})")
   m.add_argument("--epochs", type=int, help=f"({defaults.epochs})")
   m.add_argument("--batch-size", type=int, help=f"({defaults.batch_size})")
   m.add_argument("--seed", type=int, help=f"({defaults.seed})")
@@ -104,35 +145,69 @@ def _cmd_run(args: argparse.Namespace) -> int:
   if config.runner != "local":
     print(f"mnist-tfx run executes locally; runner {config.runner!r} in the "
           "config is not supported by this command", file=sys.stderr)
-    return 2
+    return EXIT_USAGE
+  config.check_local_paths()
   from pipeline import data  # pylint: disable=g-import-not-at-top
   data_dir = config.data_dir
   if data_dir and "://" not in data_dir and not os.path.isdir(data_dir):
-    print(f"mnist-tfx: --data-dir {data_dir} is not a directory. "
-          f"{data.OFFLINE_HINT}", file=sys.stderr)
-    return 2
+    return _refuse_run(config, f"--data-dir {data_dir} is not a directory. "
+                       f"{data.OFFLINE_HINT}", EXIT_USAGE)
   if data_dir is None:
     try:
       data_dir = data.ensure_mnist()
     except data.DownloadError as e:
-      print(f"mnist-tfx: {e}", file=sys.stderr)
-      return 1
+      return _refuse_run(config, str(e), EXIT_FAILED)
   # Only the C++ noise: the run's own warnings go to its log file.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  from pipeline import local_runner, summary  # pylint: disable=g-import-not-at-top
+  from pipeline import local_runner, summary, workspace  # pylint: disable=g-import-not-at-top
+  signal.signal(signal.SIGTERM, _interrupt)  # stop as Ctrl-C does
   try:
     result = local_runner.run(config, data_dir)
+  except workspace.OutputDirBusy as e:
+    print(f"mnist-tfx: {e}", file=sys.stderr)
+    return EXIT_BUSY
+  except workspace.DiskFull as e:
+    print(f"mnist-tfx: disk full: {e.strerror}", file=sys.stderr)
+    return EXIT_FAILED
   except local_runner.PipelineFailed as e:
-    print(summary.render(e.summary))
-    print(f"mnist-tfx: the run failed: {e.summary.get('error')}\n"
+    interrupted = isinstance(e, local_runner.RunInterrupted)
+    if not interrupted:  # what the run got to; the cause is the line below
+      print(summary.render(e.summary, with_status=False))
+    where = e.summary.get("failed_component")
+    print(f"mnist-tfx: the run {'was ' if interrupted else ''}"
+          f"{e.summary['status']}" + (f" in {where}" if where else "") +
+          f": {e.summary.get('error')}\n"
           f"Summary: {config.summary_uri}; log: {e.summary.get('log')}",
           file=sys.stderr)
-    return 1
+    return EXIT_INTERRUPTED if interrupted else EXIT_FAILED
   print(summary.render(result))
   print(f"Summary: {config.summary_uri}")
   if not getattr(args, "no_report", False) and result.get("accuracy") is not None:
     return _print_report(config.output_dir)
-  return 0
+  return EXIT_OK
+
+
+def _interrupt(signum, frame):
+  del signum, frame
+  raise KeyboardInterrupt
+
+
+def _refuse_run(config: PipelineConfig, message: str, code: int) -> int:
+  """A run that cannot start: one line, and a summary that says so.
+
+  Without it, the previous run's `succeeded` would stay in summary.json.
+  """
+  from pipeline import summary, workspace  # pylint: disable=g-import-not-at-top
+  print(f"mnist-tfx: {message}", file=sys.stderr)
+  try:
+    with workspace.exclusive(config):
+      result = summary.build(config, config.data_dir or "", 0.0,
+                             status="failed", read_metadata=False)
+      result["error"] = message
+      summary.write(result, config.summary_uri)
+  except (workspace.OutputDirBusy, OSError):
+    pass  # another run owns the summary, or nothing can be written
+  return code
 
 
 def _print_report(run_dir: str) -> int:
@@ -194,12 +269,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
   _quiet_tensorflow()
   from serving import server  # pylint: disable=g-import-not-at-top
   base = args.model_base_path or _default_serving_base()
-  server.serve(base, args.model_name, host=args.host, rest_port=args.rest_port,
-               grpc_port=args.grpc_port, versions=args.versions,
-               batching=args.enable_batching, max_batch_size=args.max_batch_size,
-               batch_timeout_micros=args.batch_timeout_micros, poll_seconds=args.poll_seconds,
-               max_payload_bytes=args.max_payload_bytes)
-  return 0
+  try:
+    server.serve(base, args.model_name, host=args.host, rest_port=args.rest_port,
+                 grpc_port=args.grpc_port, versions=args.versions,
+                 batching=args.enable_batching, max_batch_size=args.max_batch_size,
+                 batch_timeout_micros=args.batch_timeout_micros,
+                 poll_seconds=args.poll_seconds,
+                 max_payload_bytes=args.max_payload_bytes)
+  except server.BindError as e:
+    print(f"mnist-tfx serve: {e}", file=sys.stderr)
+    return EXIT_FAILED
+  return EXIT_OK
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -229,11 +309,20 @@ def _cmd_download(args: argparse.Namespace) -> int:
   return 0
 
 
+class _Parser(argparse.ArgumentParser):
+  """Usage errors as one line (and where to look), not the whole usage text."""
+
+  def error(self, message: str):
+    self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} "
+              "--help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
+  parser = _Parser(
       prog="mnist-tfx", description="The TFX pipeline for MNIST: ingest, "
       "validate, transform, train, evaluate and push.")
-  sub = parser.add_subparsers(dest="command", required=True)
+  sub = parser.add_subparsers(dest="command", required=True,
+                              parser_class=_Parser)
   run = sub.add_parser("run", help="run the pipeline locally")
   _add_config_args(run)
   run.set_defaults(func=_cmd_run)
@@ -258,20 +347,30 @@ def build_parser() -> argparse.ArgumentParser:
                          "TF Serving's REST and gRPC APIs")
   serve.add_argument("--model-base-path", help="default: "
                      "outputs/serving_model/mnist")
-  serve.add_argument("--model-name", default="mnist")
-  serve.add_argument("--host", default="127.0.0.1",
-                     help="bind address (default: loopback only)")
-  serve.add_argument("--rest-port", type=int, default=8501)
-  serve.add_argument("--grpc-port", type=int, default=8500)
-  serve.add_argument("--versions", type=_hidden_units, metavar="V1,V2",
+  serve.add_argument("--model-name", default=limits.MODEL_NAME)
+  serve.add_argument("--host", default=limits.HOST,
+                     help=f"bind address (default: {limits.HOST}, loopback only)")
+  serve.add_argument("--rest-port", type=_port, default=limits.REST_PORT,
+                     help=f"0-65535, 0 = any free port ({limits.REST_PORT})")
+  serve.add_argument("--grpc-port", type=_port, default=limits.GRPC_PORT,
+                     help=f"0-65535, 0 = any free port ({limits.GRPC_PORT})")
+  serve.add_argument("--versions", type=_versions, metavar="V1,V2",
                      help="serve these versions (default: the latest)")
-  serve.add_argument("--poll-seconds", type=float, default=2.0,
-                     help="how often to look for new versions")
-  serve.add_argument("--max-payload-bytes", type=int, default=8 * 1024 * 1024)
+  serve.add_argument("--poll-seconds", default=limits.POLL_SECONDS,
+                     type=_number(float, limits.MIN_POLL_SECONDS,
+                                  limits.MAX_POLL_SECONDS),
+                     help="how often to look for new versions "
+                     f"({limits.POLL_SECONDS})")
+  serve.add_argument("--max-payload-bytes", default=limits.MAX_PAYLOAD_BYTES,
+                     type=_number(int, limits.MIN_PAYLOAD_BYTES,
+                                  limits.MAX_PAYLOAD_BYTES_LIMIT),
+                     help=f"largest request ({limits.MAX_PAYLOAD_BYTES})")
   serve.add_argument("--enable-batching", action="store_true",
                      help="batch concurrent requests on the server")
-  serve.add_argument("--max-batch-size", type=int, default=32)
-  serve.add_argument("--batch-timeout-micros", type=int, default=2000)
+  serve.add_argument("--max-batch-size", default=limits.BATCH_SIZE,
+                     type=_number(int, 1, limits.MAX_BATCH_SIZE_LIMIT))
+  serve.add_argument("--batch-timeout-micros", default=limits.BATCH_TIMEOUT_MICROS,
+                     type=_number(int, 0, limits.MAX_BATCH_TIMEOUT_MICROS))
   serve.set_defaults(func=_cmd_serve)
   predict = sub.add_parser("predict", help="predict the digit in PNG/JPEG "
                            "files (via REST, gRPC, or the SavedModel)")
@@ -281,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
   where.add_argument("--grpc", metavar="HOST:PORT", help="e.g. 127.0.0.1:8500")
   where.add_argument("--model-dir", help="a SavedModel or a base path of "
                      "versions (default: outputs/serving_model/mnist, latest)")
-  predict.add_argument("--model-name", default="mnist")
+  predict.add_argument("--model-name", default=limits.MODEL_NAME)
   predict.set_defaults(func=_cmd_predict)
   download = sub.add_parser("download", help="fetch and verify MNIST into "
                             "the cache")
@@ -295,9 +394,12 @@ def main(argv: Optional[List[str]] = None) -> int:
   args = parser.parse_args(argv)
   try:
     return args.func(args)
-  except ValueError as e:  # bad configuration values
+  except ConfigError as e:  # bad configuration values
     print(f"mnist-tfx: {e}", file=sys.stderr)
-    return 2
+    return EXIT_USAGE
+  except KeyboardInterrupt:
+    print("mnist-tfx: interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

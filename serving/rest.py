@@ -13,6 +13,7 @@ work unchanged:
 import asyncio
 import base64
 import json
+import logging
 import math
 import re
 from typing import Any, Dict, Optional, Tuple
@@ -24,12 +25,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from components import features
-from serving import service
+from serving import limits, service
 from serving.batching import Batcher
 from serving.model_store import ModelStore, ServingError
 
-DEFAULT_MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_PAYLOAD_BYTES = limits.MAX_PAYLOAD_BYTES
 INLINE_MAX_BYTES = 64 * 1024  # smaller requests run on the event loop
+_LOG = logging.getLogger(__name__)
 DEFAULT_SIGNATURE = features.SERVING_SIGNATURE
 
 # TF Serving's http_server.cc ToHTTPStatusCode.
@@ -52,6 +54,20 @@ def error(code: str, message: str) -> Response:
   return JSONResponse({"error": message}, status_code=HTTP_STATUS.get(code, 500))
 
 
+# Strings may hold brackets; they do not nest.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def json_depth(raw: bytes) -> int:
+  """How deep a JSON text nests, without parsing it (vectorised over bytes)."""
+  if raw.count(b"[") + raw.count(b"{") <= limits.MAX_JSON_DEPTH:
+    return 0  # cannot exceed the limit: skip the scan
+  data = np.frombuffer(_JSON_STRING.sub(b'""', raw), dtype=np.uint8)
+  step = (np.isin(data, (ord("["), ord("{"))).astype(np.int32)
+          - np.isin(data, (ord("]"), ord("}"))))
+  return int(np.cumsum(step).max()) if step.size else 0
+
+
 # --- conversions -----------------------------------------------------------------
 
 def _dtype(spec) -> np.dtype:
@@ -61,6 +77,9 @@ def _dtype(spec) -> np.dtype:
 def _decode(value: Any, is_string: bool) -> Any:
   """JSON value -> numpy-ready value; {"b64": ...} for binary strings."""
   if isinstance(value, dict):
+    if not is_string:
+      raise ServingError("INVALID_ARGUMENT", "expected a number, got an object "
+                         "(only string inputs take {\"b64\": ...})")
     if set(value) != {"b64"}:
       raise ServingError("INVALID_ARGUMENT", f"unexpected object {sorted(value)} "
                          "in tensor values (only {\"b64\": ...} is allowed)")
@@ -86,7 +105,7 @@ def to_array(value: Any, spec) -> np.ndarray:
   decoded = _decode(value, is_string)
   try:
     array = np.array(decoded, dtype=object if is_string else np.float64)
-  except (ValueError, TypeError) as e:
+  except (ValueError, TypeError, OverflowError) as e:
     raise ServingError("INVALID_ARGUMENT",
                        f"ragged or malformed tensor for input: {e}") from e
   if array.dtype == object and not is_string:
@@ -117,7 +136,10 @@ def parse_predict(body: Dict[str, Any], specs: Dict[str, Any]
     rows = body["instances"]
     if not isinstance(rows, list) or not rows:
       raise ServingError("INVALID_ARGUMENT", "'instances' must be a non-empty list")
-    if len(names) == 1 and not (isinstance(rows[0], dict) and names[0] in rows[0]):
+    # A row is a tensor, or an object naming every input ({"b64": ...} is a
+    # string tensor's value, not a row object).
+    is_object = isinstance(rows[0], dict) and set(rows[0]) != {"b64"}
+    if len(names) == 1 and not is_object:
       return {names[0]: to_array(rows, specs[names[0]])}, "row"
     if not all(isinstance(r, dict) and set(r) == set(names) for r in rows):
       raise ServingError("INVALID_ARGUMENT", f"each instance must be an object "
@@ -126,7 +148,7 @@ def parse_predict(body: Dict[str, Any], specs: Dict[str, Any]
   inputs = body["inputs"]
   if isinstance(inputs, dict) and set(inputs) == set(names):
     return {n: to_array(inputs[n], specs[n]) for n in names}, "columnar"
-  if len(names) == 1:
+  if len(names) == 1 and not (isinstance(inputs, dict) and set(inputs) != {"b64"}):
     return {names[0]: to_array(inputs, specs[names[0]])}, "columnar"
   raise ServingError("INVALID_ARGUMENT", f"'inputs' must name the inputs {names}")
 
@@ -163,15 +185,24 @@ class RestApi:
 
   def __init__(self, store: ModelStore,
                max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
-               batcher: Optional[Batcher] = None):
+               batcher: Optional[Batcher] = None,
+               body_timeout: float = limits.BODY_TIMEOUT_SECONDS):
     self.store = store
     self.max_payload_bytes = max_payload_bytes
+    self.body_timeout = body_timeout
     self.batcher = batcher
+    # Every path and method comes here, so even a wrong one gets a JSON error.
     self.app = Starlette(routes=[
-        Route("/v1/{path:path}", self.dispatch, methods=["GET", "POST"])])
+        Route("/{path:path}", self.dispatch, methods=[
+            "GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])])
 
   async def dispatch(self, request: Request) -> Response:
     path = request.url.path
+    if not path.startswith("/v1/"):
+      return error("NOT_FOUND", f"Not found: {path} (TF Serving's API is under /v1/)")
+    if request.method not in ("GET", "POST"):
+      return JSONResponse({"error": f"Method {request.method} not allowed"},
+                          status_code=405)
     try:
       if request.method == "POST" and (m := _PREDICT.fullmatch(path)):
         body, size = await self._body(request)
@@ -200,28 +231,53 @@ class RestApi:
                          f"Malformed request: {request.method} {path}")
     except ServingError as e:
       return error(e.code, e.message)
+    except _BodyTimeout as e:
+      # The rest of the body may never come: answer and drop the connection.
+      response = JSONResponse({"error": str(e)}, status_code=408)
+      response.headers["connection"] = "close"
+      return response
+    except Exception as e:  # pylint: disable=broad-except
+      # A bug, not a bad request: one log line, a JSON answer, and serving
+      # goes on.
+      _LOG.error("internal error on %s %s: %r", request.method, path, e)
+      return error("INTERNAL", f"internal error: {type(e).__name__}")
 
   async def _body(self, request: Request) -> Tuple[Any, int]:
-    size = int(request.headers.get("content-length") or 0)
+    try:
+      size = int(request.headers.get("content-length") or 0)
+    except ValueError:
+      raise ServingError("INVALID_ARGUMENT", "bad Content-Length") from None
     if size > self.max_payload_bytes:
       raise ServingError("RESOURCE_EXHAUSTED", f"request of {size} bytes exceeds "
                          f"the limit of {self.max_payload_bytes} bytes")
-    raw = b""
-    async for chunk in request.stream():  # chunked bodies have no length
-      raw += chunk
-      if len(raw) > self.max_payload_bytes:
-        raise ServingError("RESOURCE_EXHAUSTED", "request exceeds the limit of "
-                           f"{self.max_payload_bytes} bytes")
+    try:
+      raw = await asyncio.wait_for(self._read(request), self.body_timeout)
+    except asyncio.TimeoutError:
+      raise _BodyTimeout(f"the request body did not arrive within "
+                         f"{self.body_timeout:g} s") from None
+    if json_depth(raw) > limits.MAX_JSON_DEPTH:
+      raise ServingError("INVALID_ARGUMENT", "JSON Parse error: nesting deeper "
+                         f"than {limits.MAX_JSON_DEPTH} levels")
     try:
       return json.loads(raw, parse_constant=lambda c: _json_finite(float(c))), len(raw)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
       raise ServingError("INVALID_ARGUMENT", f"JSON Parse error: {e}") from e
+
+  async def _read(self, request: Request) -> bytes:
+    chunks, got = [], 0
+    async for chunk in request.stream():  # chunked bodies have no length
+      chunks.append(chunk)
+      got += len(chunk)
+      if got > self.max_payload_bytes:
+        raise ServingError("RESOURCE_EXHAUSTED", "request exceeds the limit of "
+                           f"{self.max_payload_bytes} bytes")
+    return b"".join(chunks)
 
   def _predict(self, name: str, version: Optional[int], body: Any) -> Dict[str, Any]:
     servable = self.store.get(name, version)
     if not isinstance(body, dict):
       raise ServingError("INVALID_ARGUMENT", "request body must be a JSON object")
-    signature = body.get("signature_name") or DEFAULT_SIGNATURE
+    signature = _signature_name(body, DEFAULT_SIGNATURE)
     fn, specs = service.input_specs(servable, signature)
     inputs, form = parse_predict(body, specs)
     return format_outputs(
@@ -229,31 +285,23 @@ class RestApi:
 
   def _classify(self, name: str, version: Optional[int], body: Any) -> Dict[str, Any]:
     """TF Serving's classify JSON: examples as feature dicts -> [label, score] pairs."""
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     servable = self.store.get(name, version)
-    signature = (body.get("signature_name") if isinstance(body, dict) else None
-                 ) or features.EXAMPLES_SIGNATURE
+    if not isinstance(body, dict):
+      raise ServingError("INVALID_ARGUMENT", "request body must be a JSON object")
+    signature = _signature_name(body, features.EXAMPLES_SIGNATURE)
     fn, specs = service.input_specs(servable, signature)
     if list(specs) != [features.EXAMPLES_INPUT]:
       raise ServingError("INVALID_ARGUMENT", f"signature \"{signature}\" does not "
                          "take serialized tf.Examples")
-    examples = body.get("examples") if isinstance(body, dict) else None
+    examples = body.get("examples")
     if not isinstance(examples, list) or not examples:
       raise ServingError("INVALID_ARGUMENT", "'examples' must be a non-empty list")
-    context = body.get("context") or {}
-    serialized = []
-    for example in examples:
-      if not isinstance(example, dict):
-        raise ServingError("INVALID_ARGUMENT", "each example must be an object")
-      feats = {}
-      for key, value in {**context, **example}.items():
-        values = value if isinstance(value, list) else [value]
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-          raise ServingError("INVALID_ARGUMENT", f"feature {key!r}: this model "
-                             "takes integer features")
-        feats[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-      serialized.append(tf.train.Example(features=tf.train.Features(
-          feature=feats)).SerializeToString())
+    context = body.get("context", {})
+    if not isinstance(context, dict):
+      raise ServingError("INVALID_ARGUMENT", "'context' must be an object of "
+                         "features shared by every example")
+    serialized = [_example(i, {**context, **example}) if isinstance(example, dict)
+                  else _bad_example(i) for i, example in enumerate(examples)]
     out = service.run_signature(fn, {features.EXAMPLES_INPUT: np.array(serialized, dtype=object)})
     probabilities = out[features.PROBABILITIES_KEY]
     return {"results": [[[str(c), float(p[c])] for c in range(p.shape[0])]
@@ -277,3 +325,60 @@ class RestApi:
 
 def _version(text: Optional[str]) -> Optional[int]:
   return int(text) if text else None
+
+
+class _BodyTimeout(Exception):
+  """The client stopped sending its body."""
+
+
+def _signature_name(body: Dict[str, Any], default: str) -> str:
+  name = body.get("signature_name")
+  if name is None or name == "":
+    return default
+  if not isinstance(name, str):
+    raise ServingError("INVALID_ARGUMENT", "'signature_name' must be a string")
+  return name
+
+
+# What a classify example may hold: the image, and the label TFMA's examples carry.
+_EXAMPLE_FEATURES = {
+    features.IMAGE_KEY: (features.IMAGE_SIZE, features.PIXEL_MIN, features.PIXEL_MAX),
+    features.LABEL_KEY: (1, 0, features.NUM_CLASSES - 1),
+}
+
+
+def _bad_example(i: int) -> bytes:
+  raise ServingError("INVALID_ARGUMENT", f"example {i} must be an object")
+
+
+def _example(i: int, feats: Dict[str, Any]) -> bytes:
+  """One classify example as a serialized tf.Example, checked first.
+
+  The image must be exactly 784 integers in 0-255: the tf.Example signature
+  would otherwise fail deep in its parser, or accept pixels out of range.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if features.IMAGE_KEY not in feats:
+    raise ServingError("INVALID_ARGUMENT", f"example {i}: missing feature "
+                       f"{features.IMAGE_KEY!r}")
+  proto = {}
+  for key, value in feats.items():
+    if key not in _EXAMPLE_FEATURES:
+      raise ServingError("INVALID_ARGUMENT", f"example {i}: unknown feature {key!r} "
+                         f"(this model takes {sorted(_EXAMPLE_FEATURES)})")
+    size, low, high = _EXAMPLE_FEATURES[key]
+    values = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+      raise ServingError("INVALID_ARGUMENT", f"example {i}: feature {key!r} "
+                         "takes integers")
+    if len(values) != size:
+      raise ServingError("INVALID_ARGUMENT", f"example {i}: feature {key!r} "
+                         f"takes {size} value(s), got {len(values)}")
+    array = np.array(values, dtype=object)
+    if array.min() < low or array.max() > high:
+      raise ServingError("INVALID_ARGUMENT", f"example {i}: feature {key!r} "
+                         f"values must be in {low}-{high}")
+    proto[key] = tf.train.Feature(int64_list=tf.train.Int64List(
+        value=np.asarray(values, dtype=np.int64)))
+  return tf.train.Example(features=tf.train.Features(
+      feature=proto)).SerializeToString()

@@ -1,46 +1,80 @@
 """`mnist-tfx serve`: the pushed versions over TF Serving's REST and gRPC APIs.
 
 Loopback by default: exposing the server is a decision (`--host 0.0.0.0`).
+Both ports are bound exclusively before any model is loaded, so a second
+server on a taken port stops at once with a clear message instead of
+sharing the port.
 """
 
+import socket
 import threading
 from typing import List, Optional
 
+from serving import limits
 from serving.batching import Batcher
+from serving.grpc_server import BindError
 from serving.model_store import ModelStore, ServingError
-from serving.rest import DEFAULT_MAX_PAYLOAD_BYTES, RestApi
+from serving.rest import RestApi
 
-DEFAULT_REST_PORT = 8501
-DEFAULT_GRPC_PORT = 8500
-DEFAULT_HOST = "127.0.0.1"
+DEFAULT_REST_PORT = limits.REST_PORT
+DEFAULT_GRPC_PORT = limits.GRPC_PORT
+DEFAULT_HOST = limits.HOST
+
+
+def bind(host: str, port: int) -> socket.socket:
+  """A listening TCP socket on host:port, or BindError saying why not.
+
+  SO_REUSEADDR only lets a restarted server reuse a port in TIME_WAIT; on
+  Linux it never lets two servers listen on one port.
+  """
+  try:
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM)[0]
+  except (socket.gaierror, UnicodeError) as e:
+    raise BindError(f"cannot listen on {host!r}: not an address of this "
+                    f"machine ({e})") from None
+  sock = socket.socket(family, kind, proto)
+  try:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(address)
+    sock.listen(2048)
+  except OSError as e:
+    sock.close()
+    reason = ("the port is in use (another mnist-tfx serve?)"
+              if e.errno == 98 else e.strerror)
+    raise BindError(f"cannot listen on {host}:{port}: {reason}") from None
+  return sock
+
+
+def _uvicorn(api: RestApi):
+  import uvicorn  # pylint: disable=g-import-not-at-top
+  # log_config=None: an embedded server must not reconfigure the process's
+  # logging (uvicorn's dictConfig would bind handlers to today's stderr).
+  return uvicorn.Server(uvicorn.Config(
+      api.app, log_level="warning", access_log=False, log_config=None))
 
 
 class RestServer:
-  """uvicorn serving a RestApi in a thread; `port` is known once started."""
+  """uvicorn serving a RestApi in a thread, on a port bound up front."""
 
   def __init__(self, store: ModelStore, host: str = DEFAULT_HOST,
                port: int = DEFAULT_REST_PORT,
-               max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
-               batcher: Optional[Batcher] = None):
-    import uvicorn  # pylint: disable=g-import-not-at-top
-    self.api = RestApi(store, max_payload_bytes, batcher)
-    # log_config=None: an embedded server must not reconfigure the process's
-    # logging (uvicorn's dictConfig would bind handlers to today's stderr).
-    self._server = uvicorn.Server(uvicorn.Config(
-        self.api.app, host=host, port=port, log_level="warning",
-        access_log=False, log_config=None))
+               max_payload_bytes: int = limits.MAX_PAYLOAD_BYTES,
+               batcher: Optional[Batcher] = None,
+               body_timeout: float = limits.BODY_TIMEOUT_SECONDS):
+    self.api = RestApi(store, max_payload_bytes, batcher, body_timeout)
+    self._socket = bind(host, port)
+    self.port = self._socket.getsockname()[1]
+    self._server = _uvicorn(self.api)
     self._thread: Optional[threading.Thread] = None
 
-  @property
-  def port(self) -> int:
-    return self._server.servers[0].sockets[0].getsockname()[1]
-
   def start(self) -> "RestServer":
-    self._thread = threading.Thread(target=self._server.run, daemon=True)
+    self._thread = threading.Thread(
+        target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
     self._thread.start()
     while not self._server.started:
       if not self._thread.is_alive():
-        raise RuntimeError("the REST server did not start (port in use?)")
+        raise RuntimeError("the REST server did not start")
       self._thread.join(0.05)
     return self
 
@@ -48,23 +82,29 @@ class RestServer:
     self._server.should_exit = True
     if self._thread:
       self._thread.join(timeout=10)
+    self._socket.close()
 
 
 def serve(base_path: str, name: str, host: str = DEFAULT_HOST,
           rest_port: int = DEFAULT_REST_PORT, grpc_port: int = DEFAULT_GRPC_PORT,
-          versions: Optional[List[int]] = None, poll_seconds: float = 2.0,
-          max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
-          batching: bool = False, max_batch_size: int = 32,
-          batch_timeout_micros: int = 2000) -> None:
-  """Serves until interrupted."""
-  from serving import service  # pylint: disable=g-import-not-at-top
+          versions: Optional[List[int]] = None,
+          poll_seconds: float = limits.POLL_SECONDS,
+          max_payload_bytes: int = limits.MAX_PAYLOAD_BYTES,
+          batching: bool = False, max_batch_size: int = limits.BATCH_SIZE,
+          batch_timeout_micros: int = limits.BATCH_TIMEOUT_MICROS) -> None:
+  """Serves until interrupted; raises BindError when a port cannot be had."""
+  from serving import grpc_server, service  # pylint: disable=g-import-not-at-top
+  rest_socket = bind(host, rest_port)
   batcher = (Batcher(service.run_signature, max_batch_size, batch_timeout_micros)
              if batching else None)
-  import uvicorn  # pylint: disable=g-import-not-at-top
-  from serving import grpc_server  # pylint: disable=g-import-not-at-top
-  store = ModelStore(name, base_path, versions, poll_seconds).start()
-  grpc = grpc_server.start(store, host, grpc_port,
-                           max_message_bytes=max_payload_bytes, batcher=batcher)
+  store = ModelStore(name, base_path, versions, poll_seconds)
+  try:
+    grpc = grpc_server.start(store, host, grpc_port,
+                             max_message_bytes=max_payload_bytes, batcher=batcher)
+  except BindError:
+    rest_socket.close()
+    raise
+  store.start()
   try:
     served = store.status(name)
   except ServingError:  # no version seen yet
@@ -75,12 +115,13 @@ def serve(base_path: str, name: str, host: str = DEFAULT_HOST,
   if batcher:
     print(f"Batching: up to {max_batch_size} rows, {batch_timeout_micros} µs "
           "timeout", flush=True)
-  print(f"REST: http://{host}:{rest_port}/v1/models/{name}", flush=True)
+  print(f"REST: http://{host}:{rest_socket.getsockname()[1]}/v1/models/{name}",
+        flush=True)
   print(f"gRPC: {host}:{grpc.bound_port} (tensorflow.serving.PredictionService, "
         "ModelService)", flush=True)
   try:
-    uvicorn.run(RestApi(store, max_payload_bytes, batcher).app, host=host,
-                port=rest_port, log_level="warning")
+    _uvicorn(RestApi(store, max_payload_bytes, batcher)).run(sockets=[rest_socket])
   finally:
     grpc.stop(grace=2)
     store.stop()
+    rest_socket.close()

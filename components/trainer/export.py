@@ -27,6 +27,9 @@ import tensorflow as tf
 from components import features
 
 
+_PIXEL_RANGE = f"pixel values must be in {features.PIXEL_MIN}-{features.PIXEL_MAX}"
+
+
 def normalize_scores(scores: tf.Tensor) -> Dict[str, tf.Tensor]:
   """Sigmoid scores -> the distribution sparse categorical cross-entropy trains.
 
@@ -63,11 +66,6 @@ class ServingModule(tf.Module):
     spec.pop(features.LABEL_KEY)
     self._raw_spec = spec
 
-  def _predict_raw(self, raw: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-    transformed = self._transform(raw)
-    scores = self._scores(transformed[features.TRANSFORMED_IMAGE_KEY])
-    return normalize_scores(scores)
-
   # autograph=False: no Python control flow here, and converting the library
   # code underneath made tracing the two signatures cost ~7 s.
   @tf.function(autograph=False, input_signature=[
@@ -81,25 +79,43 @@ class ServingModule(tf.Module):
     return self._predict_pixels(tf.cast(images, tf.float32))
 
   def _predict_pixels(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
-    n = tf.shape(images)[0]
+    dims = tf.shape(images)
+    rank = tf.size(dims)
+    after_batch = tf.pad(dims[1:], [[0, 2]])[:2]  # zero-padded for rank < 3
+    shaped = tf.logical_or(
+        tf.logical_and(tf.equal(rank, 3), tf.reduce_all(tf.equal(
+            after_batch, [features.IMAGE_ROWS, features.IMAGE_COLS]))),
+        tf.logical_and(tf.equal(rank, 2),
+                       tf.equal(after_batch[0], features.IMAGE_SIZE)))
     with tf.control_dependencies([
         tf.debugging.assert_equal(
-            tf.size(images), n * features.IMAGE_SIZE,
+            shaped, True,
             message=f"images must be shaped [N, {features.IMAGE_ROWS}, "
             f"{features.IMAGE_COLS}] or [N, {features.IMAGE_SIZE}]"),
         tf.debugging.assert_all_finite(images, "images contain NaN or Inf"),
+        # Before rounding and the cast, which would wrap huge values.
         tf.debugging.assert_greater_equal(
-            images, float(features.PIXEL_MIN),
-            message=f"pixel values must be in {features.PIXEL_MIN}-"
-            f"{features.PIXEL_MAX}"),
+            images, float(features.PIXEL_MIN), message=_PIXEL_RANGE),
         tf.debugging.assert_less_equal(
-            images, float(features.PIXEL_MAX),
-            message=f"pixel values must be in {features.PIXEL_MIN}-"
-            f"{features.PIXEL_MAX}"),
+            images, float(features.PIXEL_MAX), message=_PIXEL_RANGE),
     ]):
       pixels = tf.cast(tf.round(tf.reshape(images, (-1,) + features.IMAGE_SHAPE)),
                        tf.int64)
     return self._predict_raw({features.IMAGE_KEY: pixels})
+
+  def _predict_raw(self, raw: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """Raw features -> outputs, refusing pixels outside 0-255 (every signature)."""
+    pixels = raw[features.IMAGE_KEY]
+    message = _PIXEL_RANGE
+    with tf.control_dependencies([
+        tf.debugging.assert_greater_equal(
+            pixels, tf.constant(features.PIXEL_MIN, pixels.dtype), message=message),
+        tf.debugging.assert_less_equal(
+            pixels, tf.constant(features.PIXEL_MAX, pixels.dtype), message=message),
+    ]):
+      transformed = self._transform({features.IMAGE_KEY: tf.identity(pixels)})
+    scores = self._scores(transformed[features.TRANSFORMED_IMAGE_KEY])
+    return normalize_scores(scores)
 
   @tf.function(autograph=False, input_signature=[
       tf.TensorSpec(shape=[None], dtype=tf.string, name=features.EXAMPLES_INPUT)])
