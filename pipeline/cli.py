@@ -174,10 +174,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not interrupted:  # what the run got to; the cause is the line below
       print(summary.render(e.summary, with_status=False))
     where = e.summary.get("failed_component")
+    cause = "" if interrupted else f": {e.summary.get('error')}"
     print(f"mnist-tfx: the run {'was ' if interrupted else ''}"
           f"{e.summary['status']}" + (f" in {where}" if where else "") +
-          f": {e.summary.get('error')}\n"
-          f"Summary: {config.summary_uri}; log: {e.summary.get('log')}",
+          f"{cause} (summary: {config.summary_uri}; log: {e.summary.get('log')})",
           file=sys.stderr)
     return EXIT_INTERRUPTED if interrupted else EXIT_FAILED
   print(summary.render(result))
