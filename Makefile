@@ -18,7 +18,7 @@ RUN_ARGS ?=
 SERVE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test test-deps serve bench bench-serving bench-scaling lock clean
+.PHONY: help setup run test test-deps serve bench bench-serving bench-scaling soak lock clean
 
 help:
 	@echo "make run [MNIST_DIR=dir] [RUN_ARGS='--model basic ...']  set up, then run the pipeline"
@@ -26,6 +26,7 @@ help:
 	@echo "make serve [SERVE_ARGS='--host 0.0.0.0']                serve outputs/serving_model over REST :8501 and gRPC :8500"
 	@echo "make bench MNIST_DIR=dir                                plain Keras vs the pipeline"
 	@echo "make bench-serving                                      in-process vs REST vs gRPC latency and throughput (after make run)"
+	@echo "make soak                                               16 clients for 60 s while a new and a corrupt version appear (after make run)"
 	@echo "make bench-scaling MNIST_DIR=dir                        data components at 10k/35k/70k, in-process vs 2 workers"
 	@echo "make lock                                               re-resolve requirements.lock"
 
@@ -69,6 +70,9 @@ bench-serving: setup
 	@command -v wrk >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null; }
 	$(PY) -m serving.bench
+
+soak: setup
+	$(PY) -m serving.soak
 
 bench-scaling: setup
 	$(PY) -m pipeline.bench --scaling $(if $(MNIST_DIR),--data-dir "$(MNIST_DIR)")

@@ -190,10 +190,12 @@ def wrk_rest(port: int, image: np.ndarray, batch: np.ndarray, tmp: str
           "batch100_images_per_s": round(rate(big) * BIG_BATCH, 1)}
 
 
-def _start_server(base: str, batching: bool) -> Dict[str, Any]:
+def _start_server(base: str, batching: bool,
+                  poll_seconds: float = 2.0) -> Dict[str, Any]:
   rest_port, grpc_port = _free_port(), _free_port()
   cmd = [sys.executable, "-m", "pipeline.cli", "serve", "--model-base-path", base,
-         "--rest-port", str(rest_port), "--grpc-port", str(grpc_port)]
+         "--rest-port", str(rest_port), "--grpc-port", str(grpc_port),
+         "--poll-seconds", str(poll_seconds)]
   if batching:
     cmd.append("--enable-batching")
   proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
