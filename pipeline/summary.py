@@ -118,9 +118,14 @@ def build(config: PipelineConfig, data_dir: str, total_seconds: float,
     summary["error"] = INTERRUPTED
   if not read_metadata or not os.path.exists(config.metadata_uri):
     return summary
-  store = metadata.open_store(config.metadata_uri)
-  run_id = metadata.latest_run_id(store)
-  nodes = metadata.read_run(store, run_id) if run_id else {}
+  try:
+    store = metadata.open_store(config.metadata_uri)
+    run_id = metadata.latest_run_id(store)
+    nodes = metadata.read_run(store, run_id) if run_id else {}
+  except Exception as e:  # pylint: disable=broad-except
+    # An unreadable store: the summary still says what failed.
+    summary["metadata_error"] = str(e).splitlines()[0][:300]
+    return summary
   summary["run_id"] = run_id
   summary["component_seconds"] = {n: r.seconds for n, r in nodes.items()}
   summary["component_status"] = {n: r.state for n, r in nodes.items()}

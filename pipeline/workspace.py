@@ -20,6 +20,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -191,10 +192,25 @@ def move_orphans(config: PipelineConfig) -> List[str]:
           f"{target} so that no new artifact is written over them"]
 
 
+class MetadataUnreadable(RuntimeError):
+  """The ML Metadata store exists but cannot be opened (not a database...)."""
+
+
 def recover(config: PipelineConfig, reason: str) -> List[str]:
   """Repairs what a dead run left (see the module doc); lines to show."""
-  lines = close_interrupted(config, reason)
-  lines += move_orphans(config)
+  try:
+    lines = close_interrupted(config, reason)
+    lines += move_orphans(config)
+  except Exception as e:  # pylint: disable=broad-except
+    if not os.path.exists(config.metadata_uri) or "query" not in str(e):
+      raise
+    found = re.search(r"executing query: (.*?) query:", str(e))
+    cause = found.group(1) if found else str(e).splitlines()[0][:200]
+    raise MetadataUnreadable(
+        f"the ML Metadata store {config.metadata_uri} cannot be read ({cause}); "
+        "move it aside to start a new store (the next run then moves the "
+        f"artifacts it no longer knows to {os.path.join(config.local_dir, ORPHANS_DIR)})"
+    ) from None
   tmp = os.path.join(config.local_dir, SUMMARY_FILE + ".tmp")
   if os.path.exists(tmp):
     os.remove(tmp)

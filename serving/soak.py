@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from typing import Any, Dict, List
 
 import numpy as np
@@ -24,6 +25,7 @@ import numpy as np
 from components import features
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow's import
+warnings.simplefilter("ignore", FutureWarning)  # Google libraries' Python notices
 CLIENTS = 16
 GRPC_CLIENTS = 4  # of the 16; the rest use REST
 SECONDS = 60.0

@@ -283,3 +283,19 @@ def test_a_broken_label_distribution_stops_before_the_trainer(tmp_path, out):
   summary = _summary(out)
   assert "Trainer" not in summary["component_status"]
   assert not os.path.isdir(os.path.join(out, "serving_model"))
+
+
+def test_an_unreadable_metadata_store_is_named_and_can_be_moved_aside(tiny_data_dir, out):
+  assert _run(tiny_data_dir, out).proc.returncode == 0
+  store = os.path.join(out, "metadata.sqlite")
+  with open(store, "wb") as f:
+    f.write(b"not a database")
+  run = _run(tiny_data_dir, out)
+  assert run.proc.returncode == 1
+  assert f"the ML Metadata store {store} cannot be read (file is not a database)" in run.err
+  assert len([l for l in run.stderr if l.strip()]) == 1, run.err
+  os.rename(store, store + ".broken")
+  run = _run(tiny_data_dir, out)
+  assert run.proc.returncode == 0, run.err
+  assert "does not know" in run.err
+  _assert_serves_the_reported_model(out, tiny_data_dir)
