@@ -38,11 +38,13 @@ $(VENV)/.installed: requirements.lock setup.py | $(UV)
 	@test -n "$(PYTHON311)" || { echo "Python $(PYTHON_VERSION) not found (install it, or pass PYTHON311=/path/to/python3.11)"; exit 1; }
 	@# An environment of another Python (an older checkout's) is rebuilt.
 	@$(PY) -c 'import sys; sys.exit(sys.version_info[:2] != ($(subst .,$(comma),$(PYTHON_VERSION))))' 2>/dev/null || \
-	  { rm -rf $(VENV) && $(UV) venv --python "$(PYTHON311)" $(VENV); }
-	# Bytecode is compiled once here: where PYTHONDONTWRITEBYTECODE is set,
-	# Python would otherwise compile ~7,000 files on every start (~12 s).
-	$(UV) pip sync --python $(PY) --compile-bytecode requirements.lock
-	$(UV) pip install --python $(PY) --no-deps --compile-bytecode -e .
+	  { rm -rf $(VENV) && $(UV) venv --quiet --python "$(PYTHON311)" $(VENV); }
+	@# Bytecode is compiled once here: where PYTHONDONTWRITEBYTECODE is set,
+	@# Python would otherwise compile ~7,000 files on every start (~12 s).
+	@echo "Installing requirements.lock into $(VENV) (Python $(PYTHON_VERSION), bytecode compiled) ..."
+	@$(UV) pip sync --quiet --python $(PY) --compile-bytecode requirements.lock
+	@$(UV) pip install --quiet --python $(PY) --no-deps --compile-bytecode -e .
+	@echo "$(VENV) is ready"
 	@touch $@
 
 setup: $(VENV)/.installed

@@ -48,3 +48,26 @@ class LatestBlessedOtherModelStrategy(tfx.dsl.experimental.ResolverStrategy):
     return latest_blessed_other(input_dict.get(CANDIDATE_KEY, []),
                                 input_dict.get(MODEL_KEY, []),
                                 input_dict.get(BLESSING_KEY, []))
+
+
+RESOLVER_ID = "latest_blessed_model_resolver"
+
+
+def resolver_skipping_candidate(candidate: tfx.dsl.Channel) -> tfx.dsl.Resolver:
+  """The resolver for local runs: the last blessed model but the candidate."""
+  return tfx.dsl.Resolver(
+      strategy_class=LatestBlessedOtherModelStrategy,
+      **{CANDIDATE_KEY: candidate,
+         MODEL_KEY: tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+         BLESSING_KEY: tfx.dsl.Channel(
+             type=tfx.types.standard_artifacts.ModelBlessing)}).with_id(RESOLVER_ID)
+
+
+def resolver_latest_blessed(candidate: tfx.dsl.Channel) -> tfx.dsl.Resolver:
+  """TFX's own strategy: what KFP v2 can compile (it re-evaluates on a rerun)."""
+  del candidate  # TFX's strategy cannot exclude it
+  return tfx.dsl.Resolver(
+      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+      **{MODEL_KEY: tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+         BLESSING_KEY: tfx.dsl.Channel(
+             type=tfx.types.standard_artifacts.ModelBlessing)}).with_id(RESOLVER_ID)

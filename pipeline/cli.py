@@ -180,9 +180,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
           f"{cause} (summary: {config.summary_uri}; log: {e.summary.get('log')})",
           file=sys.stderr)
     return EXIT_INTERRUPTED if interrupted else EXIT_FAILED
-  print(summary.render(result))
+  report = not getattr(args, "no_report", False) and result.get("accuracy") is not None
+  # With the report, its table says the accuracy and the blessing once.
+  print(summary.render(result, with_evaluation=not report))
   print(f"Summary: {config.summary_uri}")
-  if not getattr(args, "no_report", False) and result.get("accuracy") is not None:
+  if report:
     return _print_report(config.output_dir)
   return EXIT_OK
 

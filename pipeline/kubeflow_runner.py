@@ -22,11 +22,17 @@ def compile_kubeflow_v2(config: PipelineConfig, output_path: str) -> str:
     raise ConfigError("a compiled pipeline needs --data-dir (a URI its "
                       "workers can read, e.g. gs://bucket/mnist)")
   from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
-  from pipeline.pipeline import create_pipeline  # pylint: disable=g-import-not-at-top
+  from components import baseline  # pylint: disable=g-import-not-at-top
+  from pipeline.pipeline import RunnerSpecifics, create_pipeline  # pylint: disable=g-import-not-at-top
 
   data_root = tfx.dsl.experimental.RuntimeParameter(
       name=DATA_ROOT_PARAMETER, ptype=str, default=config.data_dir)
-  dag = create_pipeline(config, data_root)
+  # KFP v2 compiles only TFX's built-in resolver strategies; the job's Beam
+  # args are the config's (a local setup.py means nothing in the image);
+  # the orchestrator keeps its own metadata and caching.
+  dag = create_pipeline(config, data_root, RunnerSpecifics(
+      baseline=baseline.resolver_latest_blessed,
+      beam_pipeline_args=list(config.beam_args)))
   runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
       config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
           default_image=config.image),

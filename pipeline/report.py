@@ -158,8 +158,9 @@ def gather(run_dir: str, with_predictions: bool = True) -> RunView:
 def table(view: RunView) -> str:
   e, s = view.evaluation, view.summary
   baseline = e.baseline_per_class_accuracy or {}
-  lines = [f"Model {s['model']}: accuracy {e.accuracy:.4f} on {e.example_count} "
-           "eval examples" + (f" (last blessed model: {e.baseline_accuracy:.4f}, "
+  lines = [f"Model {s['model']} (hidden layers {s['hyperparameters']['hidden_units']}, "
+           f"{s.get('train_examples')} train examples): accuracy {e.accuracy:.4f} on "
+           f"{e.example_count} eval examples" + (f" (last blessed model: {e.baseline_accuracy:.4f}, "
                               f"{e.accuracy - e.baseline_accuracy:+.4f})"
                               if e.baseline_accuracy is not None else "")]
   header = f"{'digit':>5}  {'accuracy':>8}  {'precision':>9}  {'count':>5}"
@@ -197,9 +198,16 @@ def _save(fig, path: str) -> str:
 def plot_confusion_matrix(matrix: List[List[int]], path: str) -> str:
   import seaborn as sns  # pylint: disable=g-import-not-at-top
   plt = _pyplot()
+  counts = np.asarray(matrix)
+  diagonal = np.eye(len(counts), dtype=bool)
   fig, ax = plt.subplots(figsize=(8, 7))
-  sns.heatmap(np.asarray(matrix), annot=True, fmt="d", cmap="Blues", ax=ax,
-              cbar_kws={"label": "examples"})
+  # Two scales: one colour scale for all cells would be set by the diagonal
+  # (~1,000) and leave every error cell (~1-12) near-white.
+  sns.heatmap(counts, mask=diagonal, annot=True, fmt="d", cmap="Reds", ax=ax,
+              vmin=0, vmax=max(1, int(counts[~diagonal].max(initial=0))),
+              cbar_kws={"label": "errors (off the diagonal)"})
+  sns.heatmap(counts, mask=~diagonal, annot=True, fmt="d", cmap="Greys", ax=ax,
+              vmin=0, vmax=max(1, int(counts.max(initial=0))) * 3, cbar=False)
   ax.set_xlabel("Predicted label")
   ax.set_ylabel("True label")
   ax.set_title("Confusion matrix (TFMA, eval split)")
@@ -210,12 +218,14 @@ def plot_grid(images: np.ndarray, titles: List[str], colors: List[str],
               path: str, title: str, cols: int = 5) -> str:
   plt = _pyplot()
   rows = max(1, -(-len(images) // cols))
-  fig, axes = plt.subplots(rows, cols, figsize=(2 * cols, 2.3 * rows), squeeze=False)
+  # Constrained layout: no blank band under the title or between rows.
+  fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 1.85 * rows + 0.3),
+                           squeeze=False, layout="constrained")
   for ax in axes.flat:
     ax.axis("off")
   for ax, image, text, color in zip(axes.flat, images, titles, colors):
     ax.imshow(image, cmap="gray_r")
-    ax.set_title(text, color=color, fontsize=9)
+    ax.set_title(text, color=color, fontsize=8)
   fig.suptitle(title)
   return _save(fig, path)
 
@@ -304,7 +314,8 @@ def write_html(view: RunView, pictures: Dict[str, str], path: str) -> str:
            ["total seconds", s.get("total_seconds")],
            ["pushed", s.get("pushed_model_path") or "nothing"]]
   facts += [[f"hyperparameter {k}", v] for k, v in s["hyperparameters"].items()]
-  facts += [[f"sha256 {k}", v] for k, v in (s.get("data_sha256") or {}).items()]
+  facts += [[f"SHA-256 (raw, decompressed bytes) of {k}", v]
+            for k, v in (s.get("data_sha256") or {}).items()]
   facts += [[f"version {k}", v] for k, v in _versions().items()]
   facts += [[f"seconds {k}", f"{v} ({s['component_status'].get(k)})"]
             for k, v in s.get("component_seconds", {}).items()]
@@ -337,6 +348,7 @@ def write_html(view: RunView, pictures: Dict[str, str], path: str) -> str:
           "<title>mnist-tfx evaluation</title><style>body{font-family:sans-serif;"
           "margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}"
           "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
+          "#facts td{text-align:left;font-family:monospace}"
           "img{max-width:100%}</style></head><body>" + "".join(sections) +
           "</body></html>")
   with open(path, "w", encoding="utf-8") as f:
@@ -345,8 +357,16 @@ def write_html(view: RunView, pictures: Dict[str, str], path: str) -> str:
 
 
 def write_notebook(view: RunView, path: str) -> str:
-  """A notebook for users with Jupyter: TFMA's and TFDV's own views."""
+  """A notebook over the run's TFMA and TFDV output, for users with Jupyter.
+
+  It shows tables (pandas) and matplotlib figures, which render in any
+  Jupyter (JupyterLab included), rather than TFMA's and TFDV's widgets,
+  which need the classic notebook's extensions. With a baseline, TFX's
+  Evaluator names the models, so the candidate is asked for by name.
+  """
   artifacts = view.summary["artifacts"]
+  candidate = (evaluation.CANDIDATE
+               if view.evaluation.baseline_accuracy is not None else None)
 
   def code(src: str) -> Dict[str, Any]:
     return {"cell_type": "code", "metadata": {}, "execution_count": None,
@@ -354,19 +374,45 @@ def write_notebook(view: RunView, path: str) -> str:
 
   cells = [
       {"cell_type": "markdown", "metadata": {}, "source":
-       "# mnist-tfx evaluation\nTFMA's slicing view by label and confusion-matrix "
-       "plot, and TFDV's statistics view, for the run this report was made from."},
-      code("import tensorflow_model_analysis as tfma\n"
+       "# mnist-tfx evaluation\nTFMA's metrics per digit, its confusion matrix and "
+       "TFDV's statistics per split, for the run this report was made from. Open "
+       "it with `.venv/bin/jupyter lab " + path + "` (or `jupyter notebook`)."},
+      code("import os, warnings\n"
+           "os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')\n"
+           "warnings.simplefilter('ignore')  # TF/TFMA deprecation notices\n"
+           "import matplotlib.pyplot as plt\n"
+           "import pandas as pd\n"
+           "import tensorflow_model_analysis as tfma\n"
            "import tensorflow_data_validation as tfdv\n"
            f"EVALUATION = {artifacts['Evaluator.evaluation']!r}\n"
-           f"STATISTICS = {artifacts['StatisticsGen.statistics']!r}"),
-      code("result = tfma.load_eval_result(EVALUATION)\n"
-           "tfma.view.render_slicing_metrics(result, slicing_column='label')"),
-      code("tfma.view.render_plot(result)"),
-      code("train = tfdv.load_stats_binary(STATISTICS + '/Split-train/FeatureStats.pb')\n"
-           "evaluation = tfdv.load_stats_binary(STATISTICS + '/Split-eval/FeatureStats.pb')\n"
-           "tfdv.visualize_statistics(lhs_statistics=train, rhs_statistics=evaluation,\n"
-           "                          lhs_name='train', rhs_name='eval')"),
+           f"STATISTICS = {artifacts['StatisticsGen.statistics']!r}\n"
+           f"MODEL_NAME = {candidate!r}  # 'candidate' when compared with a baseline"),
+      code("result = tfma.load_eval_result(EVALUATION, model_name=MODEL_NAME)\n"
+           "rows = []\n"
+           "for slice_key, metrics in result.slicing_metrics:\n"
+           "  values = metrics[''][''] if '' in metrics else next(iter(metrics.values()))['']\n"
+           "  rows.append({'slice': dict(slice_key).get('label', 'overall'),\n"
+           "               'accuracy': values['accuracy']['doubleValue'],\n"
+           "               'examples': values['example_count']['doubleValue']})\n"
+           "pd.DataFrame(rows).set_index('slice')"),
+      code("from components import evaluation\n"
+           "e = evaluation.load(EVALUATION)\n"
+           "fig, ax = plt.subplots(figsize=(6, 5))\n"
+           "ax.imshow(e.confusion_matrix, cmap='Blues')\n"
+           "for (i, j), n in pd.DataFrame(e.confusion_matrix).stack().items():\n"
+           "  ax.text(j, i, n, ha='center', va='center', fontsize=7)\n"
+           "ax.set_xlabel('predicted'); ax.set_ylabel('true')\n"
+           "ax.set_title(f'accuracy {e.accuracy:.4f}')\n"
+           "plt.show()"),
+      code("def stats(split):\n"
+           "  s = tfdv.load_stats_binary(f'{STATISTICS}/Split-{split}/FeatureStats.pb')\n"
+           "  return pd.DataFrame([{\n"
+           "      'split': split, 'feature': '.'.join(f.path.step),\n"
+           "      'min': f.num_stats.min, 'max': f.num_stats.max,\n"
+           "      'mean': f.num_stats.mean, 'std': f.num_stats.std_dev,\n"
+           "      'zeros': f.num_stats.num_zeros}\n"
+           "      for f in s.datasets[0].features])\n"
+           "pd.concat([stats('train'), stats('eval')]).set_index(['split', 'feature'])"),
   ]
   notebook = {"cells": cells, "metadata": {"kernelspec": {
       "name": "python3", "display_name": "Python 3", "language": "python"}},

@@ -222,18 +222,20 @@ def write(summary: Dict[str, Any], path: str) -> None:
   tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
-def render(summary: Dict[str, Any], with_status: bool = True) -> str:
+def render(summary: Dict[str, Any], with_status: bool = True,
+           with_evaluation: bool = True) -> str:
   """The summary as a few lines for the terminal.
 
-  `with_status=False` leaves out the failure line, for callers that print
-  it themselves.
+  `with_status=False` leaves out the failure line, and
+  `with_evaluation=False` the accuracy and blessing lines, for callers that
+  print them another way (the CLI's error line; the report's table).
   """
   lines = []
   if summary["status"] != "succeeded" and with_status:
     where = summary.get("failed_component")
     lines.append(f"{summary['status'].upper()}"
                  + (f" in {where}" if where else "") + f": {summary.get('error')}")
-  if summary["accuracy"] is not None:
+  if summary["accuracy"] is not None and with_evaluation:
     lines.append(f"Model: {summary['model']} "
                  f"(hidden layers {summary['hyperparameters']['hidden_units']}), "
                  f"{summary['train_examples']} train / "

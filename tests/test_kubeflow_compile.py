@@ -5,8 +5,6 @@ import json
 import pytest
 
 from pipeline import cli
-from pipeline.configs import PipelineConfig
-from pipeline.pipeline import create_pipeline
 
 IMAGE = "europe-docker.pkg.dev/project/repo/mnist-tfx:1.0"
 
@@ -31,8 +29,8 @@ def pipeline_spec(spec):
 
 def test_every_component_is_a_task(pipeline_spec):
   tasks = pipeline_spec["root"]["dag"]["tasks"]
-  expected = {c.id for c in create_pipeline(PipelineConfig(), "unused").components
-              } - {"latest_blessed_model_resolver"}
+  expected = {"IdxExampleGen", "StatisticsGen", "CuratedSchemaGen", "ExampleValidator",
+              "AnomaliesGate", "Transform", "Trainer", "Evaluator", "ServingPusher"}
   assert expected <= set(tasks)
   assert any(t.startswith("latest_blessed_model_resolver") for t in tasks)
 

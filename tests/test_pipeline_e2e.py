@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components import evaluation, features, idx
+from components import evaluation, features, idx, pusher
 from pipeline import local_runner
 from pipeline.configs import PipelineConfig, with_overrides
-from pipeline.pipeline import create_pipeline
 from tests import tiny_mnist
 
-# Every node of the DAG but the resolver, which resolves rather than executes.
-EXECUTED = [c.id for c in create_pipeline(PipelineConfig(), "unused").components
-            if c.id != "latest_blessed_model_resolver"]
+# Every node that executes, in data-flow order (the resolver resolves).
+EXECUTED = ["IdxExampleGen", "StatisticsGen", "CuratedSchemaGen", "ExampleValidator",
+            "AnomaliesGate", "Transform", "Trainer", "Evaluator", "ServingPusher"]
+RESOLVER = "latest_blessed_model_resolver"
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,8 @@ def rerun(config, tiny_data_dir, first):
 
 def test_every_component_ran(first):
   assert first["status"] == "succeeded"
+  # Exactly these nodes ran, once each (the summary has one entry per node).
+  assert list(first["component_status"]) == EXECUTED[:7] + [RESOLVER] + EXECUTED[7:]
   assert all(first["component_status"][n] == "complete" for n in EXECUTED)
   assert first["train_examples"] == 300 and first["eval_examples"] == 100
 
@@ -78,10 +80,14 @@ def test_blessed_model_is_pushed_in_tf_serving_layout(first, config):
   assert os.path.dirname(path) == config.serving_base_uri
   assert os.path.basename(path).isdigit() and first["pushed_new"]
   model = tf.saved_model.load(path)
-  images = tiny_mnist.make_images(np.arange(10), seed=9)
+  labels = np.arange(50) % 10
+  images = tiny_mnist.make_images(labels, seed=9)
   out = model.signatures[features.SERVING_SIGNATURE](
       images=tf.constant(images, tf.float32))
-  assert out[features.CLASSES_KEY].shape == (10,)
+  # The pushed model is the reported one, and it learnt the tiny data.
+  assert np.mean(out[features.CLASSES_KEY].numpy() == labels) >= 0.9
+  reported = os.path.join(first["artifacts"]["Trainer.model"], pusher.SERVING_SUBDIR)
+  assert pusher.content_digest(path) == pusher.content_digest(reported)
 
 
 def test_summary_json_has_the_promised_fields(first, config):

@@ -91,7 +91,9 @@ def test_html_is_self_contained_and_holds_the_same_figures(generated, view):
   assert 'id="confusion-matrix"' in page and "data:image/png;base64," in page
   assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing fetched
   assert "Data validation" in page and "Anomalies: none" in page
-  for fact in ("tensorflow-model-analysis", "sha256 train-images", "seconds Trainer"):
+  for fact in ("tensorflow-model-analysis",
+               "SHA-256 (raw, decompressed bytes) of train-images-idx3-ubyte.gz",
+               "seconds Trainer"):
     assert fact in page
 
 
@@ -99,9 +101,31 @@ def test_notebook_loads_the_eval_result(generated, view):
   notebook = json.load(open(generated[1]["notebook"]))
   assert notebook["nbformat"] == 4
   source = "\n".join(c["source"] for c in notebook["cells"])
-  assert "tfma.load_eval_result" in source and "render_slicing_metrics" in source
-  assert "tfdv.visualize_statistics" in source
+  assert "tfma.load_eval_result" in source and "tfdv.load_stats_binary" in source
   assert view.summary["artifacts"]["Evaluator.evaluation"] in source
+  assert "MODEL_NAME = None" in source  # no baseline in this run
+
+
+def test_notebook_executes_after_a_run_with_a_baseline(tiny_data_dir, tmp_path):
+  """Executed as Jupyter would (nbclient, the venv's kernel), every cell."""
+  import nbclient
+  import nbformat
+  out = str(tmp_path / "run")
+  config = with_overrides(PipelineConfig(output_dir=out),
+                          **{"hyperparameters.epochs": 1})
+  local_runner.run(config, tiny_data_dir, out=io.StringIO())
+  again = with_overrides(config, **{"hyperparameters.seed": 1})
+  summary = local_runner.run(again, tiny_data_dir, out=io.StringIO())
+  assert summary["baseline_accuracy"] is not None  # TFMA names the models now
+  _, files = report.generate(out)
+  notebook = nbformat.read(files["notebook"], as_version=4)
+  nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                          resources={"metadata": {"path": out}}).execute()
+  outputs = [o for cell in notebook.cells for o in cell.get("outputs", [])]
+  assert not [o for o in outputs if o.get("output_type") == "error"]
+  tables = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+  assert len(tables) == 2 and "accuracy" in tables[0] and "zeros" in tables[1]
+  assert any("image/png" in o.get("data", {}) for o in outputs)  # the matrix
 
 
 def test_compare_two_runs(run_dir, capsys):

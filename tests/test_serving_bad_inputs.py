@@ -202,3 +202,22 @@ def test_a_second_server_on_a_taken_port_is_refused(served):
 def test_a_host_that_is_not_this_machines_is_refused():
   with pytest.raises(server.BindError, match="not an address of this machine"):
     server.bind("999.1.1.1", 0)
+
+
+def test_mnist_tfx_serve_on_a_taken_grpc_port_exits_with_one_line(served):
+  """A second `mnist-tfx serve`, another REST port, the same gRPC port."""
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run(
+      [sys.executable, "-m", "pipeline.cli", "serve", "--model-base-path",
+       served["base"], "--rest-port", "0", "--grpc-port",
+       str(served["grpc"].bound_port)], cwd=root, capture_output=True, text=True,
+      timeout=120, env=dict(os.environ, PYTHONPATH=root))
+  assert proc.returncode == 1
+  lines = [l for l in proc.stderr.splitlines() if l.strip()]
+  assert lines[-1] == (f"mnist-tfx serve: cannot listen for gRPC on 127.0.0.1:"
+                       f"{served['grpc'].bound_port}: the port is in use (another "
+                       "mnist-tfx serve?) or the address is not this machine's")
+  assert "Traceback" not in proc.stderr
+  _call(served, "predict", {})  # the first server still answers
