@@ -6,8 +6,10 @@ FROM tensorflow/tfx:1.16.0
 
 WORKDIR /pipeline
 COPY setup.py README.md ./
+COPY mnist_tfx ./mnist_tfx
 COPY components ./components
 COPY pipeline ./pipeline
+COPY results ./results
 COPY serving ./serving
 # The base image carries TFX and its dependencies; install only our package.
 RUN python -m pip install --no-cache-dir --no-deps . \

@@ -66,18 +66,18 @@ serve: setup
 	$(VENV)/bin/mnist-tfx serve $(SERVE_ARGS)
 
 bench: setup
-	$(PY) -m pipeline.bench $(if $(MNIST_DIR),--data-dir "$(MNIST_DIR)")
+	$(PY) -m bench.pipeline_bench $(if $(MNIST_DIR),--data-dir "$(MNIST_DIR)")
 
 bench-serving: setup
 	@command -v wrk >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null; }
-	$(PY) -m serving.bench
+	$(PY) -m bench.serving_bench
 
 soak: setup
-	$(PY) -m serving.soak
+	$(PY) -m bench.soak
 
 bench-scaling: setup
-	$(PY) -m pipeline.bench --scaling $(if $(MNIST_DIR),--data-dir "$(MNIST_DIR)")
+	$(PY) -m bench.pipeline_bench --scaling $(if $(MNIST_DIR),--data-dir "$(MNIST_DIR)")
 
 lock: | $(UV)
 	$(UV) pip compile --python-version $(PYTHON_VERSION) --python-platform x86_64-unknown-linux-gnu requirements.in -o requirements.lock

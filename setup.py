@@ -1,8 +1,9 @@
 """mnist-tfx: a TFX pipeline for MNIST, from IDX records to a served model.
 
 Dependencies are pinned in requirements.lock (installed with uv, see the
-Makefile); install_requires names only the direct ones, loosely, so the
-package can also be installed into an existing TFX environment or image.
+Makefile); install_requires names the direct ones at the versions the lock
+holds, so the package can also be installed into an existing TFX
+environment or image of that stack.
 """
 
 from setuptools import find_packages, setup
@@ -12,8 +13,10 @@ setup(
     version="0.1.0",
     description="A production-grade TFX pipeline for MNIST",
     python_requires=">=3.9,<3.12",
-    packages=find_packages(include=["pipeline", "pipeline.*", "components",
-                                    "components.*", "serving", "serving.*"]),
+    # bench/ (benchmarks) and deploy/ (container files) are not installed.
+    packages=find_packages(include=["mnist_tfx", "pipeline", "pipeline.*",
+                                    "components", "components.*", "serving",
+                                    "serving.*", "results"]),
     install_requires=[
         "tfx==1.16.0",
         "tensorflow==2.16.2",
@@ -22,5 +25,5 @@ setup(
         "tensorflow-transform==1.16.0",
         "apache-beam[gcp]==2.60.0",
     ],
-    entry_points={"console_scripts": ["mnist-tfx = pipeline.cli:main"]},
+    entry_points={"console_scripts": ["mnist-tfx = mnist_tfx.cli:main"]},
 )

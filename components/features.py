@@ -20,12 +20,6 @@ NUM_CLASSES = 10
 PIXEL_MIN = 0
 PIXEL_MAX = 255
 
-# Label distribution bounds that data validation enforces (see
-# data_validation.label_distribution_anomalies): MNIST's rarest digit holds
-# 8.9 % of a split, and a digit's share differs between splits by < 0.5 %.
-DEFAULT_MIN_LABEL_SHARE = 0.5 / NUM_CLASSES
-DEFAULT_MAX_LABEL_DRIFT = 0.1
-
 # The official split of the IDX files: ExampleGen split name -> IDX file stem.
 SPLIT_FILES: Dict[str, str] = {
     "train": "train",

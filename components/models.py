@@ -51,7 +51,7 @@ LOSSES = ("sparse_categorical_crossentropy",)
 class Hyperparameters:
   """Everything the Trainer needs to build and fit a model.
 
-  Defaults are the seeds' (Adam, sparse categorical cross-entropy, 5 epochs,
+  Defaults are the reference script's (Adam, sparse categorical cross-entropy, 5 epochs,
   batch 32), except `steps_per_execution` (speed only) and the learning-rate
   schedule: cosine decay from 2e-3 to 0
   over the run. With the same architecture and budget it lifts improved from

@@ -13,22 +13,11 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
-from components.features import DEFAULT_MAX_LABEL_DRIFT, DEFAULT_MIN_LABEL_SHARE
 from components.models import Hyperparameters
 from components.plain_data import ConfigError, strict_from_dict
+from mnist_tfx import defaults
 
-PIPELINE_NAME = "mnist-tfx"
-SERVING_MODEL_NAME = "mnist"
-DEFAULT_OUTPUT_DIR = "outputs"
-SUMMARY_FILE = "summary.json"
-METADATA_FILE = "metadata.sqlite"
-# In-process Beam: on 2 cores the multi-process DirectRunner was slower (its
-# workers re-import TF and pickle every element); see the README.
-DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
 RUNNERS = ("local", "kubeflow_v2")
-DEFAULT_IMAGE = "mnist-tfx:latest"  # built from the Dockerfile
-# Absolute accuracy the candidate may lose against the last blessed model.
-DEFAULT_MAX_REGRESSION = 0.001
 
 
 @dataclasses.dataclass
@@ -36,23 +25,23 @@ class PipelineConfig:
   """Everything `create_pipeline` and the runners need; JSON-serializable."""
 
   data_dir: Optional[str] = None  # None: the download cache (see pipeline.data)
-  output_dir: str = DEFAULT_OUTPUT_DIR
+  output_dir: str = defaults.OUTPUT_DIR
   pipeline_root: Optional[str] = None  # default: <output_dir>/pipeline
   metadata_path: Optional[str] = None  # default: <output_dir>/metadata.sqlite
   serving_dir: Optional[str] = None  # default: <output_dir>/serving_model
-  serving_model_name: str = SERVING_MODEL_NAME
-  pipeline_name: str = PIPELINE_NAME
+  serving_model_name: str = defaults.MODEL_NAME
+  pipeline_name: str = defaults.PIPELINE_NAME
   hyperparameters: Hyperparameters = dataclasses.field(
       default_factory=Hyperparameters)
   min_accuracy: Optional[float] = None  # None: the architecture's default
-  max_regression: float = DEFAULT_MAX_REGRESSION
+  max_regression: float = defaults.MAX_REGRESSION
   # Data validation of the label distribution (see components.data_validation).
-  min_label_share: float = DEFAULT_MIN_LABEL_SHARE
-  max_label_drift: float = DEFAULT_MAX_LABEL_DRIFT
+  min_label_share: float = defaults.MIN_LABEL_SHARE
+  max_label_drift: float = defaults.MAX_LABEL_DRIFT
   beam_args: List[str] = dataclasses.field(
-      default_factory=lambda: list(DEFAULT_BEAM_ARGS))
+      default_factory=lambda: list(defaults.BEAM_ARGS))
   runner: str = "local"
-  image: str = DEFAULT_IMAGE  # container image of a compiled (KFP v2) pipeline
+  image: str = defaults.IMAGE  # container image of a compiled (KFP v2) pipeline
   enable_cache: bool = True
 
   def __post_init__(self):
@@ -80,13 +69,13 @@ class PipelineConfig:
     """ML Metadata's SQLite file: always local (SQLite cannot live on gs://)."""
     if self.metadata_path:
       return self.metadata_path
-    return _join(self.local_dir, METADATA_FILE)
+    return _join(self.local_dir, defaults.METADATA_FILE)
 
   @property
   def local_dir(self) -> str:
     """Where local-only files go: the output dir, or ./outputs for a URI."""
     return (self.output_dir if "://" not in self.output_dir
-            else os.path.abspath(DEFAULT_OUTPUT_DIR))
+            else os.path.abspath(defaults.OUTPUT_DIR))
 
   @property
   def serving_base_uri(self) -> str:
@@ -96,7 +85,7 @@ class PipelineConfig:
 
   @property
   def summary_uri(self) -> str:
-    return _join(self.output_dir, SUMMARY_FILE)
+    return _join(self.output_dir, defaults.SUMMARY_FILE)
 
   @property
   def effective_min_accuracy(self) -> float:

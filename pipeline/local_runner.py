@@ -144,7 +144,8 @@ def run(config: PipelineConfig, data_dir: str, out: TextIO = sys.stdout,
   carry the summary, which is written). `data_only` runs ExampleGen to
   Transform only (see create_pipeline).
   """
-  from pipeline import summary, workspace  # pylint: disable=g-import-not-at-top
+  from pipeline import workspace
+  from results import summary  # pylint: disable=g-import-not-at-top
   start = time.monotonic()
   stamp = time.strftime("%Y%m%d-%H%M%S")
   log_path = os.path.join(config.local_dir, "logs", f"run-{stamp}.log")

@@ -26,7 +26,8 @@ import sys
 import time
 from typing import Iterator, List, Optional
 
-from pipeline.configs import SUMMARY_FILE, PipelineConfig
+from mnist_tfx import defaults
+from pipeline.configs import PipelineConfig
 
 LOCK_FILE = ".mnist-tfx.lock"
 ORPHANS_DIR = "orphaned"  # <local_dir>/orphaned/<time>/<node>/<key>/<id>
@@ -113,7 +114,7 @@ def close_interrupted(config: PipelineConfig, reason: str) -> List[str]:
   if not os.path.exists(metadata_path):
     return []
   from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
-  from pipeline import metadata  # pylint: disable=g-import-not-at-top
+  from results import metadata  # pylint: disable=g-import-not-at-top
   store = metadata.open_store(metadata_path, readonly=False)
   execution = metadata_store_pb2.Execution
   artifact = metadata_store_pb2.Artifact
@@ -174,7 +175,7 @@ def move_orphans(config: PipelineConfig) -> List[str]:
     return []
   known = 0
   if os.path.exists(config.metadata_uri):
-    from pipeline import metadata  # pylint: disable=g-import-not-at-top
+    from results import metadata  # pylint: disable=g-import-not-at-top
     known = metadata.max_execution_id(
         metadata.open_store(config.metadata_uri))
   orphans = [path for eid, path in _artifact_dirs(root) if eid > known]
@@ -211,7 +212,7 @@ def recover(config: PipelineConfig, reason: str) -> List[str]:
         "move it aside to start a new store (the next run then moves the "
         f"artifacts it no longer knows to {os.path.join(config.local_dir, ORPHANS_DIR)})"
     ) from None
-  tmp = os.path.join(config.local_dir, SUMMARY_FILE + ".tmp")
+  tmp = os.path.join(config.local_dir, defaults.SUMMARY_FILE + ".tmp")
   if os.path.exists(tmp):
     os.remove(tmp)
   return lines

@@ -1,1 +1,1 @@
-"""Serving the pushed models (see the serving issue)."""
+"""Serving the pushed models over TensorFlow Serving's REST and gRPC APIs."""

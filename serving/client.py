@@ -11,6 +11,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from components import features
+from mnist_tfx import defaults
 
 
 def load_digit(path: str) -> np.ndarray:
@@ -97,7 +98,7 @@ def predict_grpc(images: np.ndarray, target: str, name: str) -> np.ndarray:
 
 def predict_files(paths: List[str], rest: Optional[str] = None,
                   grpc_target: Optional[str] = None, model_dir: Optional[str] = None,
-                  name: str = "mnist") -> List[Dict[str, object]]:
+                  name: str = defaults.MODEL_NAME) -> List[Dict[str, object]]:
   images = np.stack([load_digit(p) for p in paths])
   if rest:
     probabilities = predict_rest(images, rest, name)

@@ -21,7 +21,8 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      prediction_service_pb2_grpc)
 
 from components import features
-from serving import limits, service
+from mnist_tfx import defaults
+from serving import service
 from serving.batching import Batcher
 from serving.model_store import ModelStore, ServingError
 
@@ -116,7 +117,7 @@ def to_array(proto, key: str, max_elements: int) -> np.ndarray:
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
   def __init__(self, store: ModelStore, batcher: Optional[Batcher] = None,
-               max_elements: int = limits.MAX_TENSOR_ELEMENTS):
+               max_elements: int = defaults.MAX_TENSOR_ELEMENTS):
     self.store = store
     self.batcher = batcher
     self.max_elements = max_elements
@@ -185,7 +186,7 @@ class BindError(RuntimeError):
 
 
 def start(store: ModelStore, host: str, port: int, max_workers: int = 16,
-          max_message_bytes: int = limits.MAX_PAYLOAD_BYTES,
+          max_message_bytes: int = defaults.MAX_PAYLOAD_BYTES,
           batcher: Optional[Batcher] = None) -> grpc.Server:
   """Starts the gRPC server; `server.bound_port` is the port it listens on.
 

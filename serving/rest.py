@@ -25,11 +25,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from components import features
-from serving import limits, service
+from mnist_tfx import defaults
+from serving import service
 from serving.batching import Batcher
 from serving.model_store import ModelStore, ServingError
 
-DEFAULT_MAX_PAYLOAD_BYTES = limits.MAX_PAYLOAD_BYTES
+DEFAULT_MAX_PAYLOAD_BYTES = defaults.MAX_PAYLOAD_BYTES
 INLINE_MAX_BYTES = 64 * 1024  # smaller requests run on the event loop
 _LOG = logging.getLogger(__name__)
 DEFAULT_SIGNATURE = features.SERVING_SIGNATURE
@@ -60,7 +61,7 @@ _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 
 def json_depth(raw: bytes) -> int:
   """How deep a JSON text nests, without parsing it (vectorised over bytes)."""
-  if raw.count(b"[") + raw.count(b"{") <= limits.MAX_JSON_DEPTH:
+  if raw.count(b"[") + raw.count(b"{") <= defaults.MAX_JSON_DEPTH:
     return 0  # cannot exceed the limit: skip the scan
   data = np.frombuffer(_JSON_STRING.sub(b'""', raw), dtype=np.uint8)
   step = (np.isin(data, (ord("["), ord("{"))).astype(np.int32)
@@ -186,7 +187,7 @@ class RestApi:
   def __init__(self, store: ModelStore,
                max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
                batcher: Optional[Batcher] = None,
-               body_timeout: float = limits.BODY_TIMEOUT_SECONDS):
+               body_timeout: float = defaults.BODY_TIMEOUT_SECONDS):
     self.store = store
     self.max_payload_bytes = max_payload_bytes
     self.body_timeout = body_timeout
@@ -255,9 +256,9 @@ class RestApi:
     except asyncio.TimeoutError:
       raise _BodyTimeout(f"the request body did not arrive within "
                          f"{self.body_timeout:g} s") from None
-    if json_depth(raw) > limits.MAX_JSON_DEPTH:
+    if json_depth(raw) > defaults.MAX_JSON_DEPTH:
       raise ServingError("INVALID_ARGUMENT", "JSON Parse error: nesting deeper "
-                         f"than {limits.MAX_JSON_DEPTH} levels")
+                         f"than {defaults.MAX_JSON_DEPTH} levels")
     try:
       return json.loads(raw, parse_constant=lambda c: _json_finite(float(c))), len(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:

@@ -10,15 +10,15 @@ import socket
 import threading
 from typing import List, Optional
 
-from serving import limits
+from mnist_tfx import defaults
 from serving.batching import Batcher
 from serving.grpc_server import BindError
 from serving.model_store import ModelStore, ServingError
 from serving.rest import RestApi
 
-DEFAULT_REST_PORT = limits.REST_PORT
-DEFAULT_GRPC_PORT = limits.GRPC_PORT
-DEFAULT_HOST = limits.HOST
+DEFAULT_REST_PORT = defaults.REST_PORT
+DEFAULT_GRPC_PORT = defaults.GRPC_PORT
+DEFAULT_HOST = defaults.HOST
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -59,9 +59,9 @@ class RestServer:
 
   def __init__(self, store: ModelStore, host: str = DEFAULT_HOST,
                port: int = DEFAULT_REST_PORT,
-               max_payload_bytes: int = limits.MAX_PAYLOAD_BYTES,
+               max_payload_bytes: int = defaults.MAX_PAYLOAD_BYTES,
                batcher: Optional[Batcher] = None,
-               body_timeout: float = limits.BODY_TIMEOUT_SECONDS):
+               body_timeout: float = defaults.BODY_TIMEOUT_SECONDS):
     self.api = RestApi(store, max_payload_bytes, batcher, body_timeout)
     self._socket = bind(host, port)
     self.port = self._socket.getsockname()[1]
@@ -88,10 +88,10 @@ class RestServer:
 def serve(base_path: str, name: str, host: str = DEFAULT_HOST,
           rest_port: int = DEFAULT_REST_PORT, grpc_port: int = DEFAULT_GRPC_PORT,
           versions: Optional[List[int]] = None,
-          poll_seconds: float = limits.POLL_SECONDS,
-          max_payload_bytes: int = limits.MAX_PAYLOAD_BYTES,
-          batching: bool = False, max_batch_size: int = limits.BATCH_SIZE,
-          batch_timeout_micros: int = limits.BATCH_TIMEOUT_MICROS) -> None:
+          poll_seconds: float = defaults.POLL_SECONDS,
+          max_payload_bytes: int = defaults.MAX_PAYLOAD_BYTES,
+          batching: bool = False, max_batch_size: int = defaults.BATCH_SIZE,
+          batch_timeout_micros: int = defaults.BATCH_TIMEOUT_MICROS) -> None:
   """Serves until interrupted; raises BindError when a port cannot be had."""
   from serving import grpc_server, service  # pylint: disable=g-import-not-at-top
   rest_socket = bind(host, rest_port)
@@ -104,6 +104,17 @@ def serve(base_path: str, name: str, host: str = DEFAULT_HOST,
   except BindError:
     rest_socket.close()
     raise
+  try:
+    _serve_until_stopped(store, grpc, rest_socket, name, base_path, host, batcher,
+                         max_batch_size, batch_timeout_micros, max_payload_bytes)
+  finally:
+    grpc.stop(grace=2)
+    store.stop()
+    rest_socket.close()
+
+
+def _serve_until_stopped(store, grpc, rest_socket, name, base_path, host, batcher,
+                         max_batch_size, batch_timeout_micros, max_payload_bytes):
   store.start()
   try:
     served = store.status(name)
@@ -119,9 +130,4 @@ def serve(base_path: str, name: str, host: str = DEFAULT_HOST,
         flush=True)
   print(f"gRPC: {host}:{grpc.bound_port} (tensorflow.serving.PredictionService, "
         "ModelService)", flush=True)
-  try:
-    _uvicorn(RestApi(store, max_payload_bytes, batcher)).run(sockets=[rest_socket])
-  finally:
-    grpc.stop(grace=2)
-    store.stop()
-    rest_socket.close()
+  _uvicorn(RestApi(store, max_payload_bytes, batcher)).run(sockets=[rest_socket])

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from pipeline import cli
+from mnist_tfx import cli
 from pipeline.configs import PipelineConfig, with_overrides
 
 

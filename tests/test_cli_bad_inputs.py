@@ -13,7 +13,7 @@ from tests import bad_inputs
 
 _PROBE = """
 import sys
-from pipeline import cli
+from mnist_tfx import cli
 try:
   code = cli.main(sys.argv[1:])
 except SystemExit as e:

@@ -11,7 +11,8 @@ import shutil
 import numpy as np
 import pytest
 
-from components import data_validation, example_gen, features, idx
+from components import data_validation, example_gen, idx
+from mnist_tfx import defaults
 from tests import bad_inputs, tiny_mnist
 
 
@@ -119,7 +120,7 @@ def _check(data_dir):
   pairs = example_gen.check_data_dir(data_dir)
   found = data_validation.label_distribution_anomalies(
       {split: list(p.label_counts) for split, p in pairs.items()},
-      features.DEFAULT_MIN_LABEL_SHARE, features.DEFAULT_MAX_LABEL_DRIFT)
+      defaults.MIN_LABEL_SHARE, defaults.MAX_LABEL_DRIFT)
   if found:
     raise data_validation.DataAnomaliesError("; ".join(found))
 

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from components import features, pusher
 from components.model_layout import SAVED_MODEL, versions
-from pipeline import metadata
+from results import metadata
 from tests import tiny_mnist
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,7 +32,7 @@ class Run:
   def __init__(self, data_dir, out, *args):
     env = dict(os.environ, PYTHONPATH=_ROOT, TF_CPP_MIN_LOG_LEVEL="3")
     self.proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "run", "--data-dir", data_dir,
+        [sys.executable, "-m", "mnist_tfx", "run", "--data-dir", data_dir,
          "--output-dir", out, *_FAST, *args], cwd=_ROOT, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     self.stdout, self.stderr = [], []

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pipeline import cli
+from mnist_tfx import cli
 
 IMAGE = "europe-docker.pkg.dev/project/repo/mnist-tfx:1.0"
 

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import cli, local_runner, report
+from mnist_tfx import cli
+from pipeline import local_runner
+from results import report
 from pipeline.configs import PipelineConfig, with_overrides
 
 

@@ -10,7 +10,8 @@ import shutil
 
 import pytest
 
-from pipeline import local_runner, report
+from pipeline import local_runner
+from results import report
 from pipeline.configs import PipelineConfig, with_overrides
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

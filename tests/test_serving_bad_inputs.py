@@ -210,7 +210,7 @@ def test_mnist_tfx_serve_on_a_taken_grpc_port_exits_with_one_line(served):
   import sys
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   proc = subprocess.run(
-      [sys.executable, "-m", "pipeline.cli", "serve", "--model-base-path",
+      [sys.executable, "-m", "mnist_tfx", "serve", "--model-base-path",
        served["base"], "--rest-port", "0", "--grpc-port",
        str(served["grpc"].bound_port)], cwd=root, capture_output=True, text=True,
       timeout=120, env=dict(os.environ, PYTHONPATH=root))

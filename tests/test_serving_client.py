@@ -7,7 +7,7 @@ from PIL import Image
 from components import pusher
 from components.models import Hyperparameters, build_model
 from components.trainer import export
-from pipeline import cli
+from mnist_tfx import cli
 from serving import client, grpc_server
 from serving.model_store import ModelStore
 from serving.server import RestServer

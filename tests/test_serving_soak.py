@@ -5,7 +5,7 @@ import os
 from components import pusher
 from components.models import Hyperparameters, build_model
 from components.trainer import export
-from serving import soak
+from bench import soak
 
 
 def test_a_short_soak_fails_no_good_request(tft_output, tmp_path):

@@ -8,7 +8,7 @@ import dataclasses
 from typing import Any, Dict, List, Optional
 
 from google.protobuf import json_format
-from ml_metadata import metadata_store
+from ml_metadata import errors, metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 _STATES = {
@@ -46,9 +46,12 @@ def max_execution_id(store: metadata_store.MetadataStore) -> int:
 
 def node_name(store: metadata_store.MetadataStore, execution_id: int) -> str:
   """The pipeline node an execution belongs to, e.g. "Trainer"."""
-  node_type = store.get_context_type("node").id
-  return next((c.name.split(".", 1)[-1]
-               for c in store.get_contexts_by_execution(execution_id)
+  try:
+    node_type = store.get_context_type("node").id
+    contexts = store.get_contexts_by_execution(execution_id)
+  except errors.NotFoundError:  # an execution outside any pipeline node
+    contexts, node_type = [], None
+  return next((c.name.split(".", 1)[-1] for c in contexts
                if c.type_id == node_type), f"execution {execution_id}")
 
 

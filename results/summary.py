@@ -11,7 +11,8 @@ import time
 from typing import Any, Dict, List, Optional
 
 from components import evaluation
-from pipeline import metadata, workspace
+from pipeline import workspace
+from results import metadata
 from pipeline.configs import PipelineConfig
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from components import evaluation, features
 from components.data_validation import STATS_FILE, describe_anomalies
 from components.trainer.run import HISTORY_FILE
-from pipeline.configs import SUMMARY_FILE
+from mnist_tfx import defaults
 
 REPORT_DIR = "report"
 PACKAGES = ("tfx", "tensorflow", "keras", "tensorflow-transform",
@@ -57,7 +57,7 @@ class RunView:
 
 
 def _load_summary(run_dir: str) -> Dict[str, Any]:
-  path = os.path.join(run_dir, SUMMARY_FILE)
+  path = os.path.join(run_dir, defaults.SUMMARY_FILE)
   if not os.path.exists(path):
     raise ReportError(f"{path} does not exist: run the pipeline first "
                       "(make run), or pass --run-dir")

@@ -20,14 +20,14 @@ from components.models import (ACTIVATIONS, DISTRIBUTIONS, LOSSES,
                                LR_SCHEDULES, MODELS, OPTIMIZERS,
                                Hyperparameters)
 from components.plain_data import ConfigError
-from serving import limits
-from pipeline.configs import (DEFAULT_OUTPUT_DIR, SUMMARY_FILE, PipelineConfig,
-                              with_overrides)
+from mnist_tfx import defaults
+from pipeline.configs import PipelineConfig, with_overrides
 
 # argparse dest -> config key (hyperparameters.* go to the Trainer).
 _HP_FLAGS = ("model", "hidden_units", "activation", "optimizer",
              "learning_rate", "lr_schedule", "loss", "epochs", "batch_size",
              "seed", "distribution", "steps_per_execution")
+_SERVING_BASE = os.path.join(defaults.OUTPUT_DIR, "serving_model", defaults.MODEL_NAME)
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 _CONFIG_FLAGS = ("data_dir", "output_dir", "pipeline_root", "metadata_path",
                  "serving_dir", "min_accuracy", "max_regression")
@@ -71,44 +71,45 @@ _port = _number(int, 0, 65535)
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-  defaults = Hyperparameters()
+  hp = Hyperparameters()  # the defaults, for the help texts
   p.add_argument("--config", help="JSON file with PipelineConfig fields; "
                  "flags override it")
   g = p.add_argument_group("data and outputs (paths or URIs)")
   g.add_argument("--data-dir", help="folder with the four MNIST IDX files, "
                  "gzipped or raw (default: download into a cache)")
-  g.add_argument("--output-dir", help="default: outputs")
+  g.add_argument("--output-dir", help=f"default: {defaults.OUTPUT_DIR}")
   g.add_argument("--pipeline-root")
   g.add_argument("--metadata-path", help="ML Metadata SQLite file")
   g.add_argument("--serving-dir", help="base folder of pushed models")
   m = p.add_argument_group("model and training")
   m.add_argument("--model", choices=sorted(MODELS),
-                 help=f"architecture (default: {defaults.model})")
+                 help=f"architecture (default: {hp.model})")
   m.add_argument("--hidden-units", type=_hidden_units,
                  help="override the hidden layers, e.g. 256,128 ('' = none)")
   m.add_argument("--activation", choices=ACTIVATIONS, metavar="NAME",
                  help=f"hidden activation: {', '.join(ACTIVATIONS)} "
-                 f"({defaults.activation})")
+                 f"({hp.activation})")
   m.add_argument("--optimizer", choices=OPTIMIZERS)
   m.add_argument("--learning-rate", type=float,
-                 help=f"initial learning rate ({defaults.learning_rate})")
+                 help=f"initial learning rate ({hp.learning_rate})")
   m.add_argument("--lr-schedule", choices=LR_SCHEDULES,
-                 help=f"({defaults.lr_schedule})")
-  m.add_argument("--loss", choices=LOSSES, help=f"Keras loss ({defaults.loss})")
-  m.add_argument("--epochs", type=int, help=f"({defaults.epochs})")
-  m.add_argument("--batch-size", type=int, help=f"({defaults.batch_size})")
-  m.add_argument("--seed", type=int, help=f"({defaults.seed})")
+                 help=f"({hp.lr_schedule})")
+  m.add_argument("--loss", choices=LOSSES, help=f"Keras loss ({hp.loss})")
+  m.add_argument("--epochs", type=int, help=f"({hp.epochs})")
+  m.add_argument("--batch-size", type=int, help=f"({hp.batch_size})")
+  m.add_argument("--seed", type=int, help=f"({hp.seed})")
   m.add_argument("--steps-per-execution", type=int,
                  help="training steps per graph call; speed only "
-                 f"({defaults.steps_per_execution})")
+                 f"({hp.steps_per_execution})")
   m.add_argument("--distribution", choices=DISTRIBUTIONS,
                  help="tf.distribute strategy for the Trainer (none)")
   e = p.add_argument_group("blessing")
   e.add_argument("--min-accuracy", type=float,
-                 help="absolute bound (default: basic 0.90, improved 0.95)")
+                 help="absolute bound (default: " + ", ".join(
+                     f"{n} {a.min_accuracy}" for n, a in MODELS.items()) + ")")
   e.add_argument("--max-regression", type=float,
                  help="accuracy the candidate may lose against the last "
-                 "blessed model (0.001)")
+                 f"blessed model ({defaults.MAX_REGRESSION})")
   x = p.add_argument_group("execution")
   x.add_argument("--beam-arg", action="append", dest="beam_args",
                  metavar="ARG", help="Beam pipeline option, repeatable "
@@ -159,7 +160,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
       return _refuse_run(config, str(e), EXIT_FAILED)
   # Only the C++ noise: the run's own warnings go to its log file.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  from pipeline import local_runner, summary, workspace  # pylint: disable=g-import-not-at-top
+  from pipeline import local_runner, workspace
+  from results import summary  # pylint: disable=g-import-not-at-top
   signal.signal(signal.SIGTERM, _interrupt)  # stop as Ctrl-C does
   try:
     result = local_runner.run(config, data_dir)
@@ -199,7 +201,8 @@ def _refuse_run(config: PipelineConfig, message: str, code: int) -> int:
 
   Without it, the previous run's `succeeded` would stay in summary.json.
   """
-  from pipeline import summary, workspace  # pylint: disable=g-import-not-at-top
+  from pipeline import workspace
+  from results import summary  # pylint: disable=g-import-not-at-top
   print(f"mnist-tfx: {message}", file=sys.stderr)
   try:
     with workspace.exclusive(config):
@@ -213,13 +216,13 @@ def _refuse_run(config: PipelineConfig, message: str, code: int) -> int:
 
 
 def _print_report(run_dir: str) -> int:
-  summary_path = os.path.join(run_dir, SUMMARY_FILE)
+  summary_path = os.path.join(run_dir, defaults.SUMMARY_FILE)
   if not os.path.exists(summary_path):  # before TF's import, not after
     print(f"mnist-tfx report: {summary_path} does not exist: run the "
           "pipeline first (make run), or pass --run-dir", file=sys.stderr)
     return 1
   _quiet_tensorflow()
-  from pipeline import report  # pylint: disable=g-import-not-at-top
+  from results import report  # pylint: disable=g-import-not-at-top
   try:
     text, files = report.generate(run_dir)
   except report.ReportError as e:
@@ -236,7 +239,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
   for name in ("tensorflow", "absl"):  # TFMA's deprecation notices, not ours
     logging.getLogger(name).setLevel(logging.ERROR)
   if args.compare:
-    from pipeline import report  # pylint: disable=g-import-not-at-top
+    from results import report  # pylint: disable=g-import-not-at-top
     try:
       print(report.compare(*args.compare))
     except report.ReportError as e:
@@ -253,7 +256,7 @@ def _quiet_tensorflow() -> None:
 
 
 def _default_serving_base() -> str:
-  return PipelineConfig(output_dir=os.path.abspath(DEFAULT_OUTPUT_DIR)).serving_base_uri
+  return PipelineConfig(output_dir=os.path.abspath(defaults.OUTPUT_DIR)).serving_base_uri
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
@@ -271,6 +274,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
   _quiet_tensorflow()
   from serving import server  # pylint: disable=g-import-not-at-top
   base = args.model_base_path or _default_serving_base()
+  # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the
+  # signal: stopping a server on purpose is a success, not a crash.
+  signal.signal(signal.SIGTERM, _stop_serving)
+  signal.signal(signal.SIGINT, _stop_serving)
   try:
     server.serve(base, args.model_name, host=args.host, rest_port=args.rest_port,
                  grpc_port=args.grpc_port, versions=args.versions,
@@ -281,7 +288,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
   except server.BindError as e:
     print(f"mnist-tfx serve: {e}", file=sys.stderr)
     return EXIT_FAILED
+  except _Stopped:
+    pass
+  print("mnist-tfx serve: stopped", flush=True)
   return EXIT_OK
+
+
+class _Stopped(Exception):
+  """SIGINT or SIGTERM asked the server to stop."""
+
+
+def _stop_serving(signum, frame):
+  del signum, frame
+  raise _Stopped
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -340,39 +359,38 @@ def build_parser() -> argparse.ArgumentParser:
   compile_.set_defaults(func=_cmd_compile)
   report = sub.add_parser("report", help="the evaluation report of a run "
                           "(table, pictures, HTML, notebook)")
-  report.add_argument("--run-dir", default="outputs",
+  report.add_argument("--run-dir", default=defaults.OUTPUT_DIR,
                       help="a run's output dir (default: outputs)")
   report.add_argument("--compare", nargs=2, metavar=("A", "B"),
                       help="two runs' output dirs side by side")
   report.set_defaults(func=_cmd_report)
   serve = sub.add_parser("serve", help="serve the pushed model versions over "
                          "TF Serving's REST and gRPC APIs")
-  serve.add_argument("--model-base-path", help="default: "
-                     "outputs/serving_model/mnist")
-  serve.add_argument("--model-name", default=limits.MODEL_NAME)
-  serve.add_argument("--host", default=limits.HOST,
-                     help=f"bind address (default: {limits.HOST}, loopback only)")
-  serve.add_argument("--rest-port", type=_port, default=limits.REST_PORT,
-                     help=f"0-65535, 0 = any free port ({limits.REST_PORT})")
-  serve.add_argument("--grpc-port", type=_port, default=limits.GRPC_PORT,
-                     help=f"0-65535, 0 = any free port ({limits.GRPC_PORT})")
+  serve.add_argument("--model-base-path", help=f"default: {_SERVING_BASE}")
+  serve.add_argument("--model-name", default=defaults.MODEL_NAME)
+  serve.add_argument("--host", default=defaults.HOST,
+                     help=f"bind address (default: {defaults.HOST}, loopback only)")
+  serve.add_argument("--rest-port", type=_port, default=defaults.REST_PORT,
+                     help=f"0-65535, 0 = any free port ({defaults.REST_PORT})")
+  serve.add_argument("--grpc-port", type=_port, default=defaults.GRPC_PORT,
+                     help=f"0-65535, 0 = any free port ({defaults.GRPC_PORT})")
   serve.add_argument("--versions", type=_versions, metavar="V1,V2",
                      help="serve these versions (default: the latest)")
-  serve.add_argument("--poll-seconds", default=limits.POLL_SECONDS,
-                     type=_number(float, limits.MIN_POLL_SECONDS,
-                                  limits.MAX_POLL_SECONDS),
+  serve.add_argument("--poll-seconds", default=defaults.POLL_SECONDS,
+                     type=_number(float, defaults.MIN_POLL_SECONDS,
+                                  defaults.MAX_POLL_SECONDS),
                      help="how often to look for new versions "
-                     f"({limits.POLL_SECONDS})")
-  serve.add_argument("--max-payload-bytes", default=limits.MAX_PAYLOAD_BYTES,
-                     type=_number(int, limits.MIN_PAYLOAD_BYTES,
-                                  limits.MAX_PAYLOAD_BYTES_LIMIT),
-                     help=f"largest request ({limits.MAX_PAYLOAD_BYTES})")
+                     f"({defaults.POLL_SECONDS})")
+  serve.add_argument("--max-payload-bytes", default=defaults.MAX_PAYLOAD_BYTES,
+                     type=_number(int, defaults.MIN_PAYLOAD_BYTES,
+                                  defaults.MAX_PAYLOAD_BYTES_LIMIT),
+                     help=f"largest request ({defaults.MAX_PAYLOAD_BYTES})")
   serve.add_argument("--enable-batching", action="store_true",
                      help="batch concurrent requests on the server")
-  serve.add_argument("--max-batch-size", default=limits.BATCH_SIZE,
-                     type=_number(int, 1, limits.MAX_BATCH_SIZE_LIMIT))
-  serve.add_argument("--batch-timeout-micros", default=limits.BATCH_TIMEOUT_MICROS,
-                     type=_number(int, 0, limits.MAX_BATCH_TIMEOUT_MICROS))
+  serve.add_argument("--max-batch-size", default=defaults.BATCH_SIZE,
+                     type=_number(int, 1, defaults.MAX_BATCH_SIZE_LIMIT))
+  serve.add_argument("--batch-timeout-micros", default=defaults.BATCH_TIMEOUT_MICROS,
+                     type=_number(int, 0, defaults.MAX_BATCH_TIMEOUT_MICROS))
   serve.set_defaults(func=_cmd_serve)
   predict = sub.add_parser("predict", help="predict the digit in PNG/JPEG "
                            "files (via REST, gRPC, or the SavedModel)")
@@ -381,8 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
   where.add_argument("--rest", metavar="URL", help="e.g. http://127.0.0.1:8501")
   where.add_argument("--grpc", metavar="HOST:PORT", help="e.g. 127.0.0.1:8500")
   where.add_argument("--model-dir", help="a SavedModel or a base path of "
-                     "versions (default: outputs/serving_model/mnist, latest)")
-  predict.add_argument("--model-name", default=limits.MODEL_NAME)
+                     f"versions (default: {_SERVING_BASE}, latest)")
+  predict.add_argument("--model-name", default=defaults.MODEL_NAME)
   predict.set_defaults(func=_cmd_predict)
   download = sub.add_parser("download", help="fetch and verify MNIST into "
                             "the cache")

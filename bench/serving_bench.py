@@ -26,6 +26,7 @@ from typing import Any, Dict, List
 import numpy as np
 
 from components import features
+from mnist_tfx import defaults
 
 SEQUENTIAL = 300
 CONCURRENT_CLIENTS = 16
@@ -94,7 +95,7 @@ class Grpc:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from tensorflow_serving.apis import predict_pb2  # pylint: disable=g-import-not-at-top
     request = predict_pb2.PredictRequest()
-    request.model_spec.name = "mnist"
+    request.model_spec.name = defaults.MODEL_NAME
     request.inputs[features.IMAGES_INPUT].CopyFrom(
         tf.make_tensor_proto(images.astype(np.float32)))
     await self.stub.Predict(request, timeout=60)
@@ -193,7 +194,7 @@ def wrk_rest(port: int, image: np.ndarray, batch: np.ndarray, tmp: str
 def _start_server(base: str, batching: bool,
                   poll_seconds: float = 2.0) -> Dict[str, Any]:
   rest_port, grpc_port = _free_port(), _free_port()
-  cmd = [sys.executable, "-m", "pipeline.cli", "serve", "--model-base-path", base,
+  cmd = [sys.executable, "-m", "mnist_tfx", "serve", "--model-base-path", base,
          "--rest-port", str(rest_port), "--grpc-port", str(grpc_port),
          "--poll-seconds", str(poll_seconds)]
   if batching:
@@ -217,9 +218,10 @@ def _start_server(base: str, batching: bool,
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m serving.bench")
-  parser.add_argument("--model-base-path", default="outputs/serving_model/mnist")
-  parser.add_argument("--output", default="outputs/bench/serving.json")
+  parser = argparse.ArgumentParser(prog="python -m bench.serving_bench")
+  parser.add_argument("--model-base-path", default=os.path.join(
+      defaults.OUTPUT_DIR, "serving_model", defaults.MODEL_NAME))
+  parser.add_argument("--output", default=os.path.join(defaults.OUTPUT_DIR, "bench", "serving.json"))
   args = parser.parse_args(argv)
   from components.model_layout import versions as list_versions  # pylint: disable=g-import-not-at-top
   versions = list_versions(args.model_base_path)

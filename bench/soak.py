@@ -23,6 +23,7 @@ from typing import Any, Dict, List
 import numpy as np
 
 from components import features
+from mnist_tfx import defaults
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow's import
 warnings.simplefilter("ignore", FutureWarning)  # Google libraries' Python notices
@@ -61,7 +62,7 @@ def _grpc_client(port: int, image: np.ndarray, stop: threading.Event,
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # pylint: disable=g-import-not-at-top
   request = predict_pb2.PredictRequest()
-  request.model_spec.name = "mnist"
+  request.model_spec.name = defaults.MODEL_NAME
   request.inputs[features.IMAGES_INPUT].CopyFrom(tf.make_tensor_proto(image[None]))
   with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -91,7 +92,7 @@ def soak(model_base_path: str, seconds: float = SECONDS,
   import httpx  # pylint: disable=g-import-not-at-top
   from components import pusher  # pylint: disable=g-import-not-at-top
   from components.model_layout import versions  # pylint: disable=g-import-not-at-top
-  from serving.bench import _start_server  # pylint: disable=g-import-not-at-top
+  from bench.serving_bench import _start_server  # pylint: disable=g-import-not-at-top
   found = versions(model_base_path)
   if not found:
     raise SystemExit(f"no pushed model under {model_base_path}: run `make run` first")
@@ -155,11 +156,12 @@ def soak(model_base_path: str, seconds: float = SECONDS,
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m serving.soak")
-  parser.add_argument("--model-base-path", default="outputs/serving_model/mnist")
+  parser = argparse.ArgumentParser(prog="python -m bench.soak")
+  parser.add_argument("--model-base-path", default=os.path.join(
+      defaults.OUTPUT_DIR, "serving_model", defaults.MODEL_NAME))
   parser.add_argument("--seconds", type=float, default=SECONDS)
   parser.add_argument("--clients", type=int, default=CLIENTS)
-  parser.add_argument("--output", default="outputs/bench/soak.json")
+  parser.add_argument("--output", default=os.path.join(defaults.OUTPUT_DIR, "bench", "soak.json"))
   args = parser.parse_args(argv)
   r = soak(args.model_base_path, args.seconds, args.clients)
   corrupt = r["corrupt_status"] or {}

@@ -1,4 +1,4 @@
-"""`make bench`: the seeds' plain-Keras workflow vs. the full pipeline, same data.
+"""`make bench`: the reference plain-Keras workflow vs. the full pipeline, same data.
 
 Each workflow runs in a fresh process, so both pay their imports, and each
 process's peak RSS is read from the kernel (wait4). Printed: wall times and
@@ -18,10 +18,11 @@ from typing import Any, Dict, List
 
 from components import features
 from components.models import MODELS
+from mnist_tfx import defaults
 
 
 def plain_keras(data_dir: str, model: str, seed: int = 0) -> Dict[str, Any]:
-  """The seeds' workflow: IDX -> numpy, /255, flatten, fit 5 epochs at 32, evaluate."""
+  """The reference workflow: IDX -> numpy, /255, flatten, fit 5 epochs at 32, evaluate."""
   start = time.monotonic()
   import keras  # pylint: disable=g-import-not-at-top
   from components import idx  # pylint: disable=g-import-not-at-top
@@ -67,7 +68,7 @@ def _run_child(argv: List[str]) -> Dict[str, Any]:
 
 
 def bench(data_dir: str, model: str, work_dir: str) -> Dict[str, Any]:
-  plain = _run_child([sys.executable, "-m", "pipeline.bench", "--plain",
+  plain = _run_child([sys.executable, "-m", "bench.pipeline_bench", "--plain",
                       "--data-dir", data_dir, "--model", model])
   if plain["exit"] != 0:
     raise RuntimeError(f"plain Keras run failed:\n{plain['stderr'][-3000:]}")
@@ -75,7 +76,7 @@ def bench(data_dir: str, model: str, work_dir: str) -> Dict[str, Any]:
   out = os.path.join(work_dir, model)
   shutil.rmtree(out, ignore_errors=True)
   # --no-report: the report (pictures, HTML) is timed apart, not as pipeline.
-  cmd = [sys.executable, "-m", "pipeline.cli", "run", "--data-dir", data_dir,
+  cmd = [sys.executable, "-m", "mnist_tfx", "run", "--data-dir", data_dir,
          "--output-dir", out, "--model", model, "--no-report"]
   fresh = _run_child(cmd)
   if fresh["exit"] != 0:
@@ -183,11 +184,11 @@ def report(r: Dict[str, Any]) -> str:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m pipeline.bench")
+  parser = argparse.ArgumentParser(prog="python -m bench.pipeline_bench")
   parser.add_argument("--data-dir", help="MNIST IDX folder (default: the "
                       "verified download cache, as `mnist-tfx run` uses)")
   parser.add_argument("--model", action="append", choices=sorted(MODELS))
-  parser.add_argument("--output-dir", default="outputs/bench")
+  parser.add_argument("--output-dir", default=os.path.join(defaults.OUTPUT_DIR, "bench"))
   parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--scaling", action="store_true",
                       help="the data components at 10k/35k/70k examples, "

@@ -1,0 +1,1 @@
+"""Benchmarks (make bench, bench-serving, bench-scaling, soak); not installed."""

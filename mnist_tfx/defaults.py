@@ -1,0 +1,50 @@
+"""Every default and limit of mnist-tfx, in one place that everything imports.
+
+Paths and names of a run, the blessing and validation bounds, and serving's
+ports and limits. Each serving limit bounds what one request can make the
+server do (read, parse, allocate, wait for); a request past one is refused
+with a clear error before the work is done. Nothing heavy is imported here.
+"""
+
+# --- a pipeline run ---------------------------------------------------------
+PIPELINE_NAME = "mnist-tfx"
+OUTPUT_DIR = "outputs"  # --output-dir
+SUMMARY_FILE = "summary.json"
+METADATA_FILE = "metadata.sqlite"
+# In-process Beam: on 2 cores the multi-process DirectRunner was slower (its
+# workers re-import TF and pickle every element); see the README.
+BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+IMAGE = "mnist-tfx:latest"  # container image of a compiled pipeline (Dockerfile)
+# Blessing: the absolute bound is the architecture's (components.models);
+# this is the accuracy a candidate may lose against the last blessed model.
+MAX_REGRESSION = 0.001
+# Label distribution that data validation enforces (see
+# components.data_validation): MNIST's rarest digit holds 8.9 % of a split,
+# and a digit's share differs between the splits by < 0.5 %.
+MIN_LABEL_SHARE = 0.05
+MAX_LABEL_DRIFT = 0.1
+
+# --- serving ----------------------------------------------------------------
+MODEL_NAME = "mnist"  # the serving name every blessed model is pushed under
+HOST = "127.0.0.1"  # loopback: exposing the server is a decision (--host)
+REST_PORT = 8501  # TF Serving's
+GRPC_PORT = 8500  # TF Serving's
+POLL_SECONDS = 2.0  # how often the base path is read for new versions
+MIN_POLL_SECONDS = 0.1
+MAX_POLL_SECONDS = 24 * 3600.0
+# Request size: REST bodies and gRPC messages alike.
+MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
+MIN_PAYLOAD_BYTES = 1024  # below this not even one 784-value image fits
+MAX_PAYLOAD_BYTES_LIMIT = 1 << 30  # gRPC lengths are int32; keep far below
+# JSON nesting: a request needs 5 levels ({"instances": [[[28 values]]]});
+# a parser recursing 100,000 levels is an attack, not a request.
+MAX_JSON_DEPTH = 32
+# A body must arrive within this; a client that stops sending is dropped.
+BODY_TIMEOUT_SECONDS = 10.0
+# Values one request may hold, counted before anything is allocated. An
+# 8 MiB message of packed uint8 values holds at most 8 Mi of them.
+MAX_TENSOR_ELEMENTS = MAX_PAYLOAD_BYTES
+BATCH_SIZE = 32  # --max-batch-size
+BATCH_TIMEOUT_MICROS = 2000  # --batch-timeout-micros
+MAX_BATCH_SIZE_LIMIT = 4096
+MAX_BATCH_TIMEOUT_MICROS = 1_000_000

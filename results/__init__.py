@@ -1,0 +1,1 @@
+"""Reading a finished run: its summary, ML Metadata, the report and notebook."""
