@@ -195,7 +195,7 @@ def main(argv=None) -> int:
                       "in-process vs 2 Beam workers")
   args = parser.parse_args(argv)
   if args.data_dir is None:
-    from pipeline import data  # pylint: disable=g-import-not-at-top
+    from mnist_tfx import data  # pylint: disable=g-import-not-at-top
     args.data_dir = data.ensure_mnist()
   data_dir = os.path.abspath(args.data_dir)
   models = args.model or ["improved"]

@@ -28,6 +28,7 @@ import numpy as np
 from components import features
 from mnist_tfx import defaults
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow's import
 SEQUENTIAL = 300
 CONCURRENT_CLIENTS = 16
 CONCURRENT_REQUESTS = 1600

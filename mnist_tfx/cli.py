@@ -148,7 +148,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
           "config is not supported by this command", file=sys.stderr)
     return EXIT_USAGE
   config.check_local_paths()
-  from pipeline import data  # pylint: disable=g-import-not-at-top
+  from mnist_tfx import data  # pylint: disable=g-import-not-at-top
   data_dir = config.data_dir
   if data_dir and "://" not in data_dir and not os.path.isdir(data_dir):
     return _refuse_run(config, f"--data-dir {data_dir} is not a directory. "
@@ -321,7 +321,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
-  from pipeline import data  # pylint: disable=g-import-not-at-top
+  from mnist_tfx import data  # pylint: disable=g-import-not-at-top
   try:
     print(data.ensure_mnist(args.cache_dir))
   except data.DownloadError as e:

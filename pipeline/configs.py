@@ -24,7 +24,7 @@ RUNNERS = ("local", "kubeflow_v2")
 class PipelineConfig:
   """Everything `create_pipeline` and the runners need; JSON-serializable."""
 
-  data_dir: Optional[str] = None  # None: the download cache (see pipeline.data)
+  data_dir: Optional[str] = None  # None: the download cache (see mnist_tfx.data)
   output_dir: str = defaults.OUTPUT_DIR
   pipeline_root: Optional[str] = None  # default: <output_dir>/pipeline
   metadata_path: Optional[str] = None  # default: <output_dir>/metadata.sqlite

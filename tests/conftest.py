@@ -46,3 +46,30 @@ def tft_output(tmp_path_factory):
   metadata_io.write_metadata(metadata, os.path.join(
       tmp, "tf", tft.TFTransformOutput.RAW_METADATA_DIR))
   return tft.TFTransformOutput(os.path.join(tmp, "tf"))
+
+
+def _run(data_dir: str, out: str, **hyperparameters) -> dict:
+  import io
+  from pipeline import local_runner
+  from pipeline.configs import PipelineConfig, with_overrides
+  config = with_overrides(PipelineConfig(output_dir=out), **{
+      f"hyperparameters.{k}": v for k, v in dict(epochs=1, **hyperparameters).items()})
+  return local_runner.run(config, data_dir, out=io.StringIO())
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tiny_data_dir, tmp_path_factory) -> str:
+  """One blessed pipeline run on the tiny data (shared by the report tests)."""
+  out = str(tmp_path_factory.mktemp("tiny_run"))
+  _run(tiny_data_dir, out)
+  return out
+
+
+@pytest.fixture(scope="session")
+def baseline_run_dir(tiny_data_dir, tmp_path_factory) -> str:
+  """A blessed run, then a weak model evaluated against it as the baseline."""
+  out = str(tmp_path_factory.mktemp("baseline_run"))
+  _run(tiny_data_dir, out)
+  weak = _run(tiny_data_dir, out, learning_rate=1e-7, lr_schedule="constant")
+  assert weak["baseline_accuracy"] is not None and not weak["blessed"]
+  return out

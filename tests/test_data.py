@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from pipeline import data
+from mnist_tfx import data
 
 
 @pytest.fixture

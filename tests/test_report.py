@@ -1,6 +1,5 @@
 """The evaluation report on a tiny pipeline run: every figure is TFMA's."""
 
-import io
 import json
 import os
 import re
@@ -10,18 +9,12 @@ import pytest
 from PIL import Image
 
 from mnist_tfx import cli
-from pipeline import local_runner
 from results import report
-from pipeline.configs import PipelineConfig, with_overrides
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_data_dir, tmp_path_factory):
-  out = str(tmp_path_factory.mktemp("report_run"))
-  config = with_overrides(PipelineConfig(output_dir=out),
-                          **{"hyperparameters.epochs": 1})
-  local_runner.run(config, tiny_data_dir, out=io.StringIO())
-  return out
+def run_dir(tiny_run_dir):
+  return tiny_run_dir
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +46,20 @@ def test_confusion_matrix_agrees_with_counts(view):
   assert matrix.sum() == view.evaluation.example_count == 100
 
 
-def test_report_predictions_agree_with_tfma(view):
+def test_report_predictions_are_the_models_on_the_eval_files(view, tiny_data_dir):
+  """Checked against sources gather() does not use: the IDX files themselves,
+  and the model's pixel signature (gather reads tf.Examples via from_examples)."""
+  import tensorflow as tf
+  from components import features, idx, pusher
   p = view.predictions
-  assert len(p.labels) == 100
-  ours = np.zeros((10, 10), int)
-  np.add.at(ours, (p.labels, p.predicted), 1)
-  assert np.array_equal(ours, view.evaluation.confusion_matrix)
+  _, labels = idx.load(os.path.join(tiny_data_dir, "t10k-images-idx3-ubyte.gz"),
+                       os.path.join(tiny_data_dir, "t10k-labels-idx1-ubyte.gz"))
+  assert np.array_equal(np.bincount(p.labels, minlength=10),
+                        np.bincount(labels, minlength=10))
+  model = tf.saved_model.load(os.path.join(
+      view.summary["artifacts"]["Trainer.model"], pusher.SERVING_SUBDIR))
+  out = model.signatures[features.UINT8_SIGNATURE](images=tf.constant(p.images))
+  assert np.array_equal(out[features.CLASSES_KEY].numpy(), p.predicted)
 
 
 def test_disagreeing_predictions_are_refused(view):
@@ -66,7 +67,7 @@ def test_disagreeing_predictions_are_refused(view):
   wrong = report.Predictions(p.images, p.labels, (p.predicted + 1) % 10,
                              p.confidence)
   with pytest.raises(report.ReportError, match="disagree with TFMA"):
-    report._check_agreement(wrong, view.evaluation.confusion_matrix)  # pylint: disable=protected-access
+    report.check_agreement(wrong, view.evaluation.confusion_matrix)
 
 
 def test_table_shows_tfma_slice_accuracy_per_digit(generated, view):
@@ -108,21 +109,15 @@ def test_notebook_loads_the_eval_result(generated, view):
   assert "MODEL_NAME = None" in source  # no baseline in this run
 
 
-def test_notebook_executes_after_a_run_with_a_baseline(tiny_data_dir, tmp_path):
+def test_notebook_executes_after_a_run_with_a_baseline(baseline_run_dir):
   """Executed as Jupyter would (nbclient, the venv's kernel), every cell."""
   import nbclient
   import nbformat
-  out = str(tmp_path / "run")
-  config = with_overrides(PipelineConfig(output_dir=out),
-                          **{"hyperparameters.epochs": 1})
-  local_runner.run(config, tiny_data_dir, out=io.StringIO())
-  again = with_overrides(config, **{"hyperparameters.seed": 1})
-  summary = local_runner.run(again, tiny_data_dir, out=io.StringIO())
-  assert summary["baseline_accuracy"] is not None  # TFMA names the models now
-  _, files = report.generate(out)
+  _, files = report.generate(baseline_run_dir)
   notebook = nbformat.read(files["notebook"], as_version=4)
+  assert "MODEL_NAME = 'candidate'" in "\n".join(c.source for c in notebook.cells)
   nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
-                          resources={"metadata": {"path": out}}).execute()
+                          resources={"metadata": {"path": baseline_run_dir}}).execute()
   outputs = [o for cell in notebook.cells for o in cell.get("outputs", [])]
   assert not [o for o in outputs if o.get("output_type") == "error"]
   tables = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
@@ -130,10 +125,17 @@ def test_notebook_executes_after_a_run_with_a_baseline(tiny_data_dir, tmp_path):
   assert any("image/png" in o.get("data", {}) for o in outputs)  # the matrix
 
 
-def test_compare_two_runs(run_dir, capsys):
-  assert cli.main(["report", "--compare", run_dir, run_dir]) == 0
+def test_compare_two_runs(run_dir, baseline_run_dir, capsys):
+  assert cli.main(["report", "--compare", run_dir, baseline_run_dir]) == 0
   out = capsys.readouterr().out
-  assert "overall" in out and "digit 9" in out and "+0.0000" in out
+  a = json.load(open(os.path.join(run_dir, "summary.json")))
+  b = json.load(open(os.path.join(baseline_run_dir, "summary.json")))
+  assert a["accuracy"] != b["accuracy"]  # a blessed model against a weak one
+  overall = re.search(r"overall\s+(\S+)\s+(\S+)\s+(\S+)", out)
+  assert float(overall.group(1)) == pytest.approx(a["accuracy"], abs=5e-5)
+  assert float(overall.group(2)) == pytest.approx(b["accuracy"], abs=5e-5)
+  assert float(overall.group(3)) == pytest.approx(b["accuracy"] - a["accuracy"], abs=1e-4)
+  assert "digit 9" in out
 
 
 def test_report_without_a_run_says_so(tmp_path, capsys):

@@ -4,15 +4,12 @@ Chromium and ChromeDriver are Debian's packages, installed by `make test`
 (see the Makefile's test-deps); nothing is downloaded by the browser itself.
 """
 
-import io
 import os
 import shutil
 
 import pytest
 
-from pipeline import local_runner
 from results import report
-from pipeline.configs import PipelineConfig, with_overrides
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -45,12 +42,8 @@ def _console_errors(driver):
 
 
 @pytest.fixture(scope="module")
-def report_html(tiny_data_dir, tmp_path_factory):
-  out = str(tmp_path_factory.mktemp("browser_run"))
-  config = with_overrides(PipelineConfig(output_dir=out),
-                          **{"hyperparameters.epochs": 1})
-  local_runner.run(config, tiny_data_dir, out=io.StringIO())
-  return report.generate(out)[1]["html"]
+def report_html(tiny_run_dir):
+  return report.generate(tiny_run_dir)[1]["html"]
 
 
 def test_the_console_check_catches_errors(browser, tmp_path):

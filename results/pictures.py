@@ -1,0 +1,94 @@
+"""The report's pictures (PNG, matplotlib/seaborn, no display needed)."""
+
+from typing import Any, Dict, List
+
+import numpy as np
+
+from components import features
+from results.run_view import Predictions
+
+
+def _pyplot():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def _save(fig, path: str) -> str:
+  fig.savefig(path, dpi=100, bbox_inches="tight")
+  _pyplot().close(fig)
+  return path
+
+
+def plot_confusion_matrix(matrix: List[List[int]], path: str) -> str:
+  import seaborn as sns  # pylint: disable=g-import-not-at-top
+  plt = _pyplot()
+  counts = np.asarray(matrix)
+  diagonal = np.eye(len(counts), dtype=bool)
+  fig, ax = plt.subplots(figsize=(8, 7))
+  # Two scales: one colour scale for all cells would be set by the diagonal
+  # (~1,000) and leave every error cell (~1-12) near-white.
+  sns.heatmap(counts, mask=diagonal, annot=True, fmt="d", cmap="Reds", ax=ax,
+              vmin=0, vmax=max(1, int(counts[~diagonal].max(initial=0))),
+              cbar_kws={"label": "errors (off the diagonal)"})
+  sns.heatmap(counts, mask=~diagonal, annot=True, fmt="d", cmap="Greys", ax=ax,
+              vmin=0, vmax=max(1, int(counts.max(initial=0))) * 3, cbar=False)
+  ax.set_xlabel("Predicted label")
+  ax.set_ylabel("True label")
+  ax.set_title("Confusion matrix (TFMA, eval split)")
+  return _save(fig, path)
+
+
+def plot_grid(images: np.ndarray, titles: List[str], colors: List[str],
+              path: str, title: str, cols: int = 5) -> str:
+  plt = _pyplot()
+  rows = max(1, -(-len(images) // cols))
+  # Constrained layout: no blank band under the title or between rows.
+  fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 1.85 * rows + 0.3),
+                           squeeze=False, layout="constrained")
+  for ax in axes.flat:
+    ax.axis("off")
+  for ax, image, text, color in zip(axes.flat, images, titles, colors):
+    ax.imshow(image, cmap="gray_r")
+    ax.set_title(text, color=color, fontsize=8)
+  fig.suptitle(title)
+  return _save(fig, path)
+
+
+def plot_predictions(p: Predictions, path: str, n: int = 25) -> str:
+  k = min(n, len(p.labels))
+  return plot_grid(
+      p.images[:k],
+      [f"pred {p.predicted[i]} / true {p.labels[i]}" for i in range(k)],
+      ["green" if p.predicted[i] == p.labels[i] else "red" for i in range(k)],
+      path, "Sample predictions (eval split)")
+
+
+def plot_mistakes(p: Predictions, path: str, n: int = 20) -> str:
+  wrong = np.flatnonzero(p.predicted != p.labels)
+  wrong = wrong[np.argsort(-p.confidence[wrong], kind="stable")][:n]
+  if not len(wrong):
+    return plot_grid(np.zeros((0,) + features.IMAGE_SHAPE), [], [], path,
+                     "No wrong predictions on the eval split")
+  return plot_grid(
+      p.images[wrong],
+      [f"pred {p.predicted[i]} ({p.confidence[i]:.2f}) / true {p.labels[i]}"
+       for i in wrong], ["red"] * len(wrong), path,
+      "Most confident wrong predictions")
+
+
+def plot_training(history: Dict[str, Any], path: str) -> str:
+  plt = _pyplot()
+  epochs_data = history["epochs"]
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  for ax, metric in zip(axes, ("loss", "accuracy")):
+    for key, label in ((metric, "train"), (f"val_{metric}", "eval")):
+      if key in epochs_data:
+        values = epochs_data[key]
+        ax.plot(range(1, len(values) + 1), values, marker="o", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} per epoch")
+    ax.legend()
+  return _save(fig, path)

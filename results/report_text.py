@@ -1,0 +1,44 @@
+"""The report for the terminal: one run's table, and two runs side by side."""
+
+from results.run_view import RunView, gather
+
+
+def table(view: RunView) -> str:
+  e, s = view.evaluation, view.summary
+  baseline = e.baseline_per_class_accuracy or {}
+  lines = [f"Model {s['model']} (hidden layers {s['hyperparameters']['hidden_units']}, "
+           f"{s.get('train_examples')} train examples): accuracy {e.accuracy:.4f} on "
+           f"{e.example_count} eval examples" + (f" (last blessed model: {e.baseline_accuracy:.4f}, "
+                              f"{e.accuracy - e.baseline_accuracy:+.4f})"
+                              if e.baseline_accuracy is not None else "")]
+  header = f"{'digit':>5}  {'accuracy':>8}  {'precision':>9}  {'count':>5}"
+  if baseline:
+    header += f"  {'baseline':>8}  {'change':>7}"
+  lines.append(header)
+  for d, acc in e.per_class_accuracy.items():
+    row = (f"{d:>5}  {acc:8.4f}  {view.precision[d]:9.4f}  "
+           f"{e.per_class_count[d]:5d}")
+    if d in baseline:
+      row += f"  {baseline[d]:8.4f}  {acc - baseline[d]:+7.4f}"
+    lines.append(row)
+  lines.append("Most frequent confusions: " + ", ".join(
+      f"{t}->{p} ({n})" for t, p, n in view.confusions) if view.confusions
+               else "Most frequent confusions: none")
+  lines.append(f"Blessed: {'yes' if s['blessed'] else 'no'} - {s['blessing']}")
+  return "\n".join(lines)
+
+
+def compare(run_a: str, run_b: str) -> str:
+  """Two runs side by side, overall and per digit (TFMA's figures)."""
+  a, b = (gather(r, with_predictions=False) for r in (run_a, run_b))
+  name_a = f"A: {a.summary['model']}"
+  name_b = f"B: {b.summary['model']}"
+  lines = [f"A = {run_a}", f"B = {run_b}",
+           f"{'':>8}  {name_a:>12}  {name_b:>12}  {'B - A':>8}",
+           f"{'overall':>8}  {a.evaluation.accuracy:12.4f}  "
+           f"{b.evaluation.accuracy:12.4f}  "
+           f"{b.evaluation.accuracy - a.evaluation.accuracy:+8.4f}"]
+  for d, acc_a in a.evaluation.per_class_accuracy.items():
+    acc_b = b.evaluation.per_class_accuracy.get(d, float("nan"))
+    lines.append(f"{'digit ' + d:>8}  {acc_a:12.4f}  {acc_b:12.4f}  {acc_b - acc_a:+8.4f}")
+  return "\n".join(lines)
