@@ -1,3 +1,3 @@
-"""The mnist-tfx pipeline: DAG, configuration, runners and CLI."""
+"""The mnist-tfx pipeline: the DAG, its configuration and its runners."""
 
 import components  # noqa: F401  (defers tfx.v1.extensions before any tfx import)
