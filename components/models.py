@@ -28,9 +28,9 @@ class Architecture:
 
 MODELS: Dict[str, Architecture] = {
     "basic": Architecture(
-        (), 0.90, "Dense(10, sigmoid): multinomial logistic regression"),
+        (), 0.90, "Dense(10, softmax): multinomial logistic regression"),
     "improved": Architecture(
-        (100,), 0.95, "Dense(100, relu) -> Dense(10, sigmoid)"),
+        (100,), 0.95, "Dense(100, relu) -> Dense(10, softmax)"),
 }
 DEFAULT_MODEL = "improved"
 
@@ -42,7 +42,9 @@ DISTRIBUTIONS = ("none", "mirrored", "multi_worker_mirrored")
 ACTIVATIONS = ("relu", "elu", "selu", "gelu", "silu", "swish", "tanh",
                "sigmoid", "softplus", "softsign", "leaky_relu", "relu6",
                "mish", "hard_sigmoid", "exponential", "linear")
-OUTPUT_ACTIVATIONS = ("sigmoid", "softmax")
+# softmax: probabilities that mean something. sigmoid: the reference script's
+# output layer (its scores, normalised, are what its loss trains for).
+OUTPUT_ACTIVATIONS = ("softmax", "sigmoid")
 # Losses for integer labels and 10 scores.
 LOSSES = ("sparse_categorical_crossentropy",)
 
@@ -61,7 +63,7 @@ class Hyperparameters:
   model: str = DEFAULT_MODEL
   hidden_units: Optional[Tuple[int, ...]] = None  # None: the architecture's
   activation: str = "relu"
-  output_activation: str = "sigmoid"
+  output_activation: str = "softmax"
   optimizer: str = "adam"
   learning_rate: float = 2e-3
   lr_schedule: str = "cosine"

@@ -18,13 +18,13 @@ from typing import Any, Dict, List, Optional
 
 from components.models import (ACTIVATIONS, DISTRIBUTIONS, LOSSES,
                                LR_SCHEDULES, MODELS, OPTIMIZERS,
-                               Hyperparameters)
+                               OUTPUT_ACTIVATIONS, Hyperparameters)
 from components.plain_data import ConfigError
 from mnist_tfx import defaults
 from pipeline.configs import PipelineConfig, with_overrides
 
 # argparse dest -> config key (hyperparameters.* go to the Trainer).
-_HP_FLAGS = ("model", "hidden_units", "activation", "optimizer",
+_HP_FLAGS = ("model", "hidden_units", "activation", "output_activation", "optimizer",
              "learning_rate", "lr_schedule", "loss", "epochs", "batch_size",
              "seed", "distribution", "steps_per_execution")
 _SERVING_BASE = os.path.join(defaults.OUTPUT_DIR, "serving_model", defaults.MODEL_NAME)
@@ -89,6 +89,9 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
   m.add_argument("--activation", choices=ACTIVATIONS, metavar="NAME",
                  help=f"hidden activation: {', '.join(ACTIVATIONS)} "
                  f"({hp.activation})")
+  m.add_argument("--output-activation", choices=OUTPUT_ACTIVATIONS,
+                 help=f"output layer ({hp.output_activation}; sigmoid is the "
+                 "reference script's, its scores normalised to sum to 1)")
   m.add_argument("--optimizer", choices=OPTIMIZERS)
   m.add_argument("--learning-rate", type=float,
                  help=f"initial learning rate ({hp.learning_rate})")

@@ -86,7 +86,13 @@ def write_html(view: RunView, pictures: Dict[str, str], path: str) -> str:
       "<h2>Confusion matrix</h2>" + _img(pictures["confusion_matrix"],
                                          "confusion matrix", "confusion-matrix"),
   ]
-  for key, title in (("training", "Training"), ("predictions", "Sample predictions"),
+  if view.calibration is not None:
+    sections.append(f'<p id="ece">Calibration: expected calibration error (ECE) '
+                    f"<b>{view.calibration.ece:.4f}</b> over "
+                    f"{len(view.calibration.bins)} equal-width bins of the "
+                    "top-class probability (0 is perfect)</p>")
+  for key, title in (("calibration", "Reliability diagram"), ("training", "Training"),
+                     ("predictions", "Sample predictions"),
                      ("mistakes", "Most confident mistakes")):
     if key in pictures:
       sections.append(f"<h2>{title}</h2>" + _img(pictures[key], title, key))

@@ -5,6 +5,7 @@ from typing import Any, Dict, List
 import numpy as np
 
 from components import features
+from results.calibration import Calibration
 from results.run_view import Predictions
 
 
@@ -91,4 +92,25 @@ def plot_training(history: Dict[str, Any], path: str) -> str:
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} per epoch")
     ax.legend()
+  return _save(fig, path)
+
+
+def plot_calibration(c: Calibration, path: str) -> str:
+  """The reliability diagram: accuracy against confidence, bin by bin."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(6, 5.5), layout="constrained")
+  filled = [b for b in c.bins if b.count]
+  width = c.bins[0].upper - c.bins[0].lower
+  ax.bar([b.lower for b in filled], [b.accuracy for b in filled], width=width,
+         align="edge", edgecolor="black", color="#4c72b0", label="accuracy")
+  ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
+  for b in filled:
+    ax.text(b.lower + width / 2, min(b.accuracy, 0.93) + 0.02, str(b.count),
+            ha="center", fontsize=7, rotation=90)
+  ax.set_xlim(0, 1)
+  ax.set_ylim(0, 1.05)
+  ax.set_xlabel("top-class probability (bin; bar labels: examples)")
+  ax.set_ylabel("accuracy in the bin")
+  ax.set_title(f"Reliability diagram (eval split), ECE {c.ece:.4f}")
+  ax.legend(loc="upper left")
   return _save(fig, path)

@@ -33,6 +33,9 @@ def generate(run_dir: str) -> Tuple[str, Dict[str, str]]:
         view.predictions, os.path.join(out, "predictions.png"))
     drawn["mistakes"] = pictures.plot_mistakes(
         view.predictions, os.path.join(out, "mistakes.png"))
+  if view.calibration is not None:
+    drawn["calibration"] = pictures.plot_calibration(
+        view.calibration, os.path.join(out, "calibration.png"))
   if view.history:
     drawn["training"] = pictures.plot_training(
         view.history, os.path.join(out, "training.png"))

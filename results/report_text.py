@@ -24,6 +24,9 @@ def table(view: RunView) -> str:
   lines.append("Most frequent confusions: " + ", ".join(
       f"{t}->{p} ({n})" for t, p, n in view.confusions) if view.confusions
                else "Most frequent confusions: none")
+  if view.calibration is not None:
+    lines.append(f"Calibration: ECE {view.calibration.ece:.4f} (top-class probability, "
+                 f"{len(view.calibration.bins)} equal-width bins; 0 is perfect)")
   lines.append(f"Blessed: {'yes' if s['blessed'] else 'no'} - {s['blessing']}")
   return "\n".join(lines)
 

@@ -16,6 +16,7 @@ from components.data_validation import STATS_FILE, describe_anomalies
 from components.pusher import SERVING_SUBDIR
 from components.trainer.run import HISTORY_FILE
 from mnist_tfx import defaults
+from results.calibration import Calibration, calibration
 
 
 class ReportError(RuntimeError):
@@ -42,6 +43,7 @@ class RunView:
   statistics: Dict[str, Dict[str, Dict[str, float]]]  # split -> feature -> stat
   anomalies: Dict[str, List[str]]
   predictions: Optional[Predictions]
+  calibration: Optional[Calibration] = None  # of the predictions
 
 
 def _load_summary(run_dir: str) -> Dict[str, Any]:
@@ -133,7 +135,10 @@ def gather(run_dir: str, with_predictions: bool = True) -> RunView:
     predictions = predict_eval(os.path.join(artifacts["Trainer.model"], SERVING_SUBDIR),
                                artifacts["IdxExampleGen.examples"])
     check_agreement(predictions, result.confusion_matrix)
-  return RunView(summary=summary, evaluation=result,
+  calibrated = (calibration(predictions.confidence,
+                            predictions.predicted == predictions.labels)
+                if predictions is not None else None)
+  return RunView(summary=summary, evaluation=result, calibration=calibrated,
                  precision=_precision(result.confusion_matrix),
                  confusions=_confusions(result.confusion_matrix),
                  history=history,

@@ -106,3 +106,39 @@ def test_bad_pixels_are_refused(loaded, images, match):
   with pytest.raises(tf.errors.InvalidArgumentError, match=match):
     loaded.signatures[features.SERVING_SIGNATURE](
         images=tf.constant(images, tf.float32))
+
+
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+def test_probabilities_are_the_models_own(tft_output, tmp_path, activation):
+  """softmax: the model's outputs as they are. sigmoid (the reference
+  script's layer): the softmax of its logits, which is what Keras 3's sparse
+  categorical cross-entropy fits behind a sigmoid output."""
+  model = build_model(Hyperparameters(output_activation=activation), 10)
+  export.export(model, tft_output, str(tmp_path))
+  images = tiny_mnist.make_images(np.arange(6), seed=8).astype(np.float32)
+  served = tf.saved_model.load(str(tmp_path)).signatures[features.SERVING_SIGNATURE](
+      images=tf.constant(images))[features.PROBABILITIES_KEY].numpy()
+  scores = model(images.reshape(6, -1) / 255.0).numpy().astype(np.float64)
+  if activation == "softmax":
+    expected = scores
+  else:
+    logits = np.log(scores) - np.log1p(-scores)
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+  np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(served.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_sigmoid_and_softmax_models_train_alike():
+  """Why sigmoid models export softmax(logits): Keras 3 trains both the same."""
+  import keras
+  x = np.random.default_rng(0).random((64, features.IMAGE_SIZE), np.float32)
+  y = np.arange(64) % 10
+  weights = []
+  for activation in ("softmax", "sigmoid"):
+    keras.utils.set_random_seed(0)
+    model = build_model(Hyperparameters(output_activation=activation,
+                                        steps_per_execution=1), 2)
+    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    weights.append([w.numpy() for w in model.weights])
+  for a, b in zip(*weights):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

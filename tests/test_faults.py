@@ -114,7 +114,19 @@ def _executions(out):
           for e in store.get_executions()}
 
 
-_CANCELED = 6  # metadata_store_pb2.Execution.CANCELED
+_RUNNING, _CANCELED = 2, 6  # metadata_store_pb2.Execution states
+
+
+def _wait_running(out, node, timeout=60):
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    try:
+      if (node, _RUNNING) in {(n, s) for n, s, _ in _executions(out).values()}:
+        return
+    except Exception:  # pylint: disable=broad-except
+      pass  # the store is being created
+    time.sleep(0.02)
+  raise AssertionError(f"{node} never RUNNING in ML Metadata")
 
 
 @pytest.fixture()
@@ -127,6 +139,7 @@ def test_kill_9_in_a_beam_component_and_in_the_trainer_then_rerun(tiny_data_dir,
   # Killed while StatisticsGen (Beam) runs.
   run = Run(tiny_data_dir, out)
   run.wait_for("StatisticsGen ...")
+  _wait_running(out, "StatisticsGen")  # TFX records it just after that line
   run.proc.send_signal(signal.SIGKILL)
   assert run.finish() == -signal.SIGKILL
   assert _summary(out)["status"] == "running"  # what a dead run leaves

@@ -13,14 +13,24 @@ def test_parameter_counts(name, params):
   assert model.count_params() == params
 
 
-def test_architectures_match_the_seeds():
+def test_architectures_are_the_reference_layers_ending_in_softmax():
   basic = build_model(Hyperparameters(model="basic"), 10)
   improved = build_model(Hyperparameters(model="improved"), 10)
-  assert [l.units for l in basic.layers[1:]] == [10]
+  assert [(l.units, l.activation.__name__) for l in basic.layers[1:]] == [
+      (10, "softmax")]
+  assert [(l.units, l.activation.__name__) for l in improved.layers[1:]] == [
+      (100, "relu"), (10, "softmax")]
+  assert basic.loss == "sparse_categorical_crossentropy"
+
+
+def test_the_sigmoid_option_reproduces_the_reference_script():
+  hp = Hyperparameters(model="improved", output_activation="sigmoid")
+  improved = build_model(hp, 10)
   assert [(l.units, l.activation.__name__) for l in improved.layers[1:]] == [
       (100, "relu"), (10, "sigmoid")]
-  assert basic.loss == "sparse_categorical_crossentropy"
-  assert type(basic.optimizer).__name__ == "Adam"
+  assert improved.count_params() == 79_510
+  assert improved.loss == "sparse_categorical_crossentropy"
+  assert type(improved.optimizer).__name__ == "Adam"
 
 
 def test_hidden_units_override_and_output_shape():
@@ -30,7 +40,7 @@ def test_hidden_units_override_and_output_shape():
   assert model.count_params() == 784 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
 
 
-def test_defaults_are_the_seeds_except_the_schedule():
+def test_defaults_are_the_references_except_schedule_and_softmax():
   hp = Hyperparameters()
   assert (hp.model, hp.optimizer, hp.loss, hp.epochs, hp.batch_size) == (
       "improved", "adam", "sparse_categorical_crossentropy", 5, 32)

@@ -29,7 +29,7 @@ def view(run_dir):
 
 @pytest.mark.parametrize("name,min_size", [
     ("confusion_matrix", (400, 400)), ("predictions", (500, 400)),
-    ("mistakes", (300, 100)), ("training", (600, 250))])
+    ("mistakes", (300, 100)), ("training", (600, 250)), ("calibration", (400, 350))])
 def test_pictures_are_valid_pngs_of_sensible_size(generated, name, min_size):
   path = generated[1][name]
   assert path == os.path.join(os.path.dirname(path), f"{name}.png")
@@ -141,3 +141,18 @@ def test_compare_two_runs(run_dir, baseline_run_dir, capsys):
 def test_report_without_a_run_says_so(tmp_path, capsys):
   assert cli.main(["report", "--run-dir", str(tmp_path)]) == 1
   assert "run the pipeline first" in capsys.readouterr().err
+
+
+def test_calibration_in_the_table_is_the_predictions_ece(generated, view):
+  p = view.predictions
+  confidence, correct = p.confidence.astype(float), (p.predicted == p.labels)
+  edges = np.linspace(0, 1, 16)
+  ece = 0.0
+  for lo, hi in zip(edges[:-1], edges[1:]):
+    inside = (confidence > lo) & (confidence <= hi) if lo > 0 else confidence <= hi
+    if inside.any():
+      ece += inside.sum() / len(confidence) * abs(correct[inside].mean()
+                                                  - confidence[inside].mean())
+  shown = float(re.search(r"Calibration: ECE (\S+)", generated[0]).group(1))
+  assert shown == pytest.approx(ece, abs=5e-5)
+  assert f"{view.calibration.ece:.4f}" in open(generated[1]["html"]).read()

@@ -30,13 +30,16 @@ from components import features
 _PIXEL_RANGE = f"pixel values must be in {features.PIXEL_MIN}-{features.PIXEL_MAX}"
 
 
-def normalize_scores(scores: tf.Tensor) -> Dict[str, tf.Tensor]:
-  """Sigmoid scores -> the distribution sparse categorical cross-entropy trains.
+def outputs(logits: tf.Tensor) -> Dict[str, tf.Tensor]:
+  """The signatures' outputs: the softmax of the output layer's logits.
 
-  Keras' cross-entropy on non-softmax outputs divides by their sum, so that is
-  the model's predictive distribution; argmax is unchanged.
+  For a softmax model that is exactly its output. For the reference
+  script's sigmoid layer it is the distribution training fitted: Keras 3's
+  sparse categorical cross-entropy takes the logits behind a sigmoid output
+  and applies softmax cross-entropy to them (`_keras_logits`), so the
+  sigmoid scores themselves, normalised or not, are not what was trained.
   """
-  probabilities = scores / tf.reduce_sum(scores, axis=-1, keepdims=True)
+  probabilities = tf.nn.softmax(logits, axis=-1)
   return {
       features.PROBABILITIES_KEY: probabilities,
       features.CLASSES_KEY: tf.argmax(probabilities, axis=-1),
@@ -53,7 +56,13 @@ class ServingModule(tf.Module):
     # tf.saved_model.save walk its layers, optimizer and training functions
     # (5 s instead of 0.2 s), all of it useless for serving.
     self.weights = [getattr(v, "value", v) for v in model.weights]
-    self._scores = lambda x: model(x, training=False)
+    # The output layer's logits: what its input times its kernel plus bias
+    # gives, before the activation (see `outputs`).
+    import keras  # pylint: disable=g-import-not-at-top
+    last = model.layers[-1]
+    before = keras.Model(model.inputs, last.input)
+    self._logits = lambda x: tf.matmul(before(x, training=False),
+                                       last.kernel) + last.bias
     layer = tft_output.transform_features_layer()
     self._transform = lambda raw: layer(raw)
     # Likewise for TFT's layer, a tf_keras Layer that tf_keras re-traces when
@@ -114,8 +123,7 @@ class ServingModule(tf.Module):
             pixels, tf.constant(features.PIXEL_MAX, pixels.dtype), message=message),
     ]):
       transformed = self._transform({features.IMAGE_KEY: tf.identity(pixels)})
-    scores = self._scores(transformed[features.TRANSFORMED_IMAGE_KEY])
-    return normalize_scores(scores)
+    return outputs(self._logits(transformed[features.TRANSFORMED_IMAGE_KEY]))
 
   @tf.function(autograph=False, input_signature=[
       tf.TensorSpec(shape=[None], dtype=tf.string, name=features.EXAMPLES_INPUT)])
