@@ -7,6 +7,7 @@ import html
 import importlib.metadata
 from typing import Any, Dict, List
 
+from results.report_text import tensorboard_dir
 from results.run_view import RunView
 
 PACKAGES = ("tfx", "tensorflow", "keras", "tensorflow-transform",
@@ -63,6 +64,8 @@ def write_html(view: RunView, pictures: Dict[str, str], path: str) -> str:
   anomalies = "".join(f"<li>[{html.escape(split)}] {html.escape(line)}</li>"
                       for split, lines in view.anomalies.items() for line in lines)
   facts = [["run", _when(s.get("run_id"))], ["status", s.get("status")],
+           ["TensorBoard", f".venv/bin/tensorboard --logdir {tensorboard_dir(s)}"
+            if tensorboard_dir(s) else "no logs"],
            ["total seconds", s.get("total_seconds")],
            ["pushed", s.get("pushed_model_path") or "nothing"]]
   facts += [[f"hyperparameter {k}", v] for k, v in s["hyperparameters"].items()]

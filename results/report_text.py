@@ -1,5 +1,8 @@
 """The report for the terminal: one run's table, and two runs side by side."""
 
+import os
+
+from components.trainer.run import TENSORBOARD_DIR
 from results.run_view import RunView, gather
 
 
@@ -28,7 +31,17 @@ def table(view: RunView) -> str:
     lines.append(f"Calibration: ECE {view.calibration.ece:.4f} (top-class probability, "
                  f"{len(view.calibration.bins)} equal-width bins; 0 is perfect)")
   lines.append(f"Blessed: {'yes' if s['blessed'] else 'no'} - {s['blessing']}")
+  board = tensorboard_dir(s)
+  if board:
+    lines.append(f"TensorBoard: .venv/bin/tensorboard --logdir {board}")
   return "\n".join(lines)
+
+
+def tensorboard_dir(summary) -> str:
+  """The Trainer's TensorBoard logs of this run, or "" when it wrote none."""
+  path = os.path.join(summary.get("artifacts", {}).get("Trainer.model_run", ""),
+                      TENSORBOARD_DIR)
+  return path if os.path.isdir(path) else ""
 
 
 def compare(run_a: str, run_b: str) -> str:

@@ -78,6 +78,8 @@ def test_table_shows_tfma_slice_accuracy_per_digit(generated, view):
     assert float(row.group(1)) == pytest.approx(accuracy, abs=5e-5)
     assert int(row.group(3)) == view.evaluation.per_class_count[digit]
   assert "Most frequent confusions" in text and "Blessed: yes" in text
+  board = re.search(r"TensorBoard: \S+ --logdir (\S+)", text).group(1)
+  assert os.path.isdir(os.path.join(board, "train"))  # the Trainer wrote its scalars
 
 
 def test_precision_is_read_off_tfma_matrix(view):

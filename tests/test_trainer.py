@@ -27,3 +27,22 @@ def test_strategies_train_the_model(name, kind):
   history = model.fit(x, y, batch_size=16, epochs=1, verbose=0)
   assert np.isfinite(history.history["loss"][0])
   assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_tensorboard_gets_one_scalar_per_epoch(tmp_path):
+  import glob
+  import os
+  hp = Hyperparameters(model="basic", epochs=3, batch_size=16, steps_per_execution=2)
+  rng = np.random.default_rng(0)
+  x, y = rng.random((64, 784), dtype=np.float32), rng.integers(0, 10, 64)
+  model = build_model(hp, steps_per_epoch=4)
+  model.fit(x, y, batch_size=16, epochs=3, validation_data=(x, y), verbose=0,
+            callbacks=run.callbacks(str(tmp_path)))
+  for split in ("train", "validation"):
+    files = glob.glob(os.path.join(tmp_path, run.TENSORBOARD_DIR, split, "events.*"))
+    assert files, split
+    steps = []
+    for record in tf.data.TFRecordDataset(files):
+      event = tf.compat.v1.Event.FromString(record.numpy())
+      steps += [event.step for v in event.summary.value if v.tag == "epoch_loss"]
+    assert steps == [0, 1, 2], (split, steps)

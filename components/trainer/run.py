@@ -28,6 +28,7 @@ from components.trainer import export
 
 _LOG = logging.getLogger("mnist_tfx.trainer")  # shown as progress by the CLI
 HISTORY_FILE = "history.json"  # per-epoch metrics, in the model run dir
+TENSORBOARD_DIR = "tensorboard"  # TensorBoard's event files, in the model run dir
 _READ_BATCH = 4096
 
 
@@ -71,6 +72,13 @@ class EpochLog(keras.callbacks.Callback):
               metrics, time.monotonic() - self._start)
 
 
+def callbacks(model_run_dir: str) -> List[keras.callbacks.Callback]:
+  """Progress lines, and one TensorBoard scalar per metric and epoch."""
+  return [EpochLog(), keras.callbacks.TensorBoard(
+      log_dir=os.path.join(model_run_dir, TENSORBOARD_DIR), update_freq="epoch",
+      write_graph=False, profile_batch=0)]
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
   """Trains the configured model and exports the serving SavedModel."""
   hp = Hyperparameters.from_dict(fn_args.custom_config["hyperparameters"])
@@ -88,7 +96,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
       x_train, y_train, batch_size=hp.batch_size, epochs=hp.epochs,
       shuffle=True, validation_data=(x_eval, y_eval),
       validation_batch_size=_READ_BATCH // 4, verbose=0,
-      callbacks=[EpochLog()])
+      callbacks=callbacks(fn_args.model_run_dir))
   export.export(model, tft_output, fn_args.serving_model_dir)
   tf.io.gfile.makedirs(fn_args.model_run_dir)
   with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE),
