@@ -192,7 +192,7 @@ def wrk_rest(port: int, image: np.ndarray, batch: np.ndarray, tmp: str
           "batch100_images_per_s": round(rate(big) * BIG_BATCH, 1)}
 
 
-def _start_server(base: str, batching: bool,
+def start_server(base: str, batching: bool,
                   poll_seconds: float = 2.0) -> Dict[str, Any]:
   rest_port, grpc_port = _free_port(), _free_port()
   cmd = [sys.executable, "-m", "mnist_tfx", "serve", "--model-base-path", base,
@@ -238,7 +238,7 @@ def main(argv=None) -> int:
   print(f"in-process SavedModel, 1 image: p50 {base['p50_ms']} ms, p99 "
         f"{base['p99_ms']} ms, {base['rate_per_s']} calls/s sequential", flush=True)
   for batching in (False, True):
-    server = _start_server(args.model_base_path, batching)
+    server = start_server(args.model_base_path, batching)
     try:
       for api, make in (("REST", Rest), ("gRPC", Grpc)):
         if api == "REST" and shutil.which("wrk"):

@@ -92,7 +92,7 @@ def soak(model_base_path: str, seconds: float = SECONDS,
   import httpx  # pylint: disable=g-import-not-at-top
   from components import pusher  # pylint: disable=g-import-not-at-top
   from components.model_layout import versions  # pylint: disable=g-import-not-at-top
-  from bench.serving_bench import _start_server  # pylint: disable=g-import-not-at-top
+  from bench.serving_bench import start_server  # pylint: disable=g-import-not-at-top
   found = versions(model_base_path)
   if not found:
     raise SystemExit(f"no pushed model under {model_base_path}: run `make run` first")
@@ -102,7 +102,7 @@ def soak(model_base_path: str, seconds: float = SECONDS,
   with tempfile.TemporaryDirectory(prefix="mnist-soak-") as tmp:
     base = os.path.join(tmp, "mnist")
     first = pusher.push(source, base, {"model_uri": "soak-first"})
-    server = _start_server(base, batching=False, poll_seconds=0.5)
+    server = start_server(base, batching=False, poll_seconds=0.5)
     stop = threading.Event()
     stats: Dict[str, Any] = {"rest": 0, "grpc": 0, "failures": 0, "errors": [],
                              "versions": set(), "lock": threading.Lock()}

@@ -259,7 +259,7 @@ def _quiet_tensorflow() -> None:
 
 
 def _default_serving_base() -> str:
-  return PipelineConfig(output_dir=os.path.abspath(defaults.OUTPUT_DIR)).serving_base_uri
+  return os.path.abspath(_SERVING_BASE)
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:

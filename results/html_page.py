@@ -63,9 +63,10 @@ def write_html(view: RunView, pictures: Dict[str, str], path: str) -> str:
                 "mean", "std", "zeros"]
   anomalies = "".join(f"<li>[{html.escape(split)}] {html.escape(line)}</li>"
                       for split, lines in view.anomalies.items() for line in lines)
+  board = tensorboard_dir(s)
   facts = [["run", _when(s.get("run_id"))], ["status", s.get("status")],
-           ["TensorBoard", f".venv/bin/tensorboard --logdir {tensorboard_dir(s)}"
-            if tensorboard_dir(s) else "no logs"],
+           ["TensorBoard", f".venv/bin/tensorboard --logdir {board}" if board
+            else "no logs"],
            ["total seconds", s.get("total_seconds")],
            ["pushed", s.get("pushed_model_path") or "nothing"]]
   facts += [[f"hyperparameter {k}", v] for k, v in s["hyperparameters"].items()]

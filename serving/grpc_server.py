@@ -94,7 +94,6 @@ def to_array(proto, key: str, max_elements: int) -> np.ndarray:
     if proto.dtype == types_pb2.DT_STRING:
       raise ServingError("INVALID_ARGUMENT", f"input {key}: strings cannot "
                          "use tensor_content")
-    sent = len(proto.tensor_content) // dtype.itemsize
     if len(proto.tensor_content) != count * dtype.itemsize:
       raise ServingError("INVALID_ARGUMENT", f"input {key}: shape {dims} needs "
                          f"{count * dtype.itemsize} bytes of tensor_content, got "

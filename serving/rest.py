@@ -322,8 +322,11 @@ class RestApi:
     if not isinstance(context, dict):
       raise ServingError("INVALID_ARGUMENT", "'context' must be an object of "
                          "features shared by every example")
-    serialized = [_example(i, {**context, **example}) if isinstance(example, dict)
-                  else _bad_example(i) for i, example in enumerate(examples)]
+    serialized = []
+    for i, example in enumerate(examples):
+      if not isinstance(example, dict):
+        raise ServingError("INVALID_ARGUMENT", f"example {i} must be an object")
+      serialized.append(_example(i, {**context, **example}))
     out = service.run_signature(fn, {features.EXAMPLES_INPUT: np.array(serialized, dtype=object)})
     probabilities = out[features.PROBABILITIES_KEY]
     return {"results": [[[str(c), float(p[c])] for c in range(p.shape[0])]
@@ -367,10 +370,6 @@ _EXAMPLE_FEATURES = {
     features.IMAGE_KEY: (features.IMAGE_SIZE, features.PIXEL_MIN, features.PIXEL_MAX),
     features.LABEL_KEY: (1, 0, features.NUM_CLASSES - 1),
 }
-
-
-def _bad_example(i: int) -> bytes:
-  raise ServingError("INVALID_ARGUMENT", f"example {i} must be an object")
 
 
 def _example(i: int, feats: Dict[str, Any]) -> bytes:
