@@ -24,6 +24,10 @@ class Architecture:
   hidden_units: Tuple[int, ...]
   min_accuracy: float  # default absolute bound for blessing
   description: str
+  # Convolution blocks before the dense layers (filters each, 5x5 kernels,
+  # each followed by 2x2 max pooling); the model reshapes its flat 784
+  # inputs to 28x28x1 itself, so the Transform graph is the same for all.
+  conv_filters: Tuple[int, ...] = ()
 
 
 MODELS: Dict[str, Architecture] = {
@@ -31,7 +35,13 @@ MODELS: Dict[str, Architecture] = {
         (), 0.90, "Dense(10, softmax): multinomial logistic regression"),
     "improved": Architecture(
         (100,), 0.95, "Dense(100, relu) -> Dense(10, softmax)"),
+    # LeNet-like: 94,358 parameters.
+    "cnn": Architecture(
+        (100,), 0.985, "Conv(16, 5x5, same) -> MaxPool(2) -> Conv(32, 5x5) -> "
+        "MaxPool(2) -> Dense(100, relu) -> Dense(10, softmax)",
+        conv_filters=(16, 32)),
 }
+CONV_KERNEL = 5
 DEFAULT_MODEL = "improved"
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
@@ -128,6 +138,15 @@ def build_model(hp: Hyperparameters, steps_per_epoch: int):
   inputs = keras.Input(shape=(features.IMAGE_SIZE,),
                        name=features.TRANSFORMED_IMAGE_KEY)
   x = inputs
+  if hp.architecture.conv_filters:
+    x = keras.layers.Reshape(features.IMAGE_SHAPE + (1,), name="to_2d")(x)
+    for i, filters in enumerate(hp.architecture.conv_filters):
+      # "same" first keeps the 28x28 border strokes; later blocks shrink.
+      x = keras.layers.Conv2D(filters, CONV_KERNEL, activation=hp.activation,
+                              padding="same" if i == 0 else "valid",
+                              name=f"conv_{i}")(x)
+      x = keras.layers.MaxPooling2D(name=f"pool_{i}")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
   for i, units in enumerate(hp.layers):
     x = keras.layers.Dense(units, activation=hp.activation, name=f"hidden_{i}")(x)
   outputs = keras.layers.Dense(features.NUM_CLASSES,

@@ -11,9 +11,10 @@ from components.trainer import export
 from tests import tiny_mnist
 
 
-@pytest.fixture(scope="module")
-def saved_path(tft_output, tmp_path_factory):
-  model = build_model(Hyperparameters(model="improved"), 10)
+@pytest.fixture(scope="module", params=["improved", "cnn"])
+def saved_path(request, tft_output, tmp_path_factory):
+  """Every test below runs on an MLP's and a CNN's SavedModel."""
+  model = build_model(Hyperparameters(model=request.param), 10)
   path = str(tmp_path_factory.mktemp("model"))
   export.export(model, tft_output, path)
   return path
@@ -108,12 +109,13 @@ def test_bad_pixels_are_refused(loaded, images, match):
         images=tf.constant(images, tf.float32))
 
 
-@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
-def test_probabilities_are_the_models_own(tft_output, tmp_path, activation):
+@pytest.mark.parametrize("name,activation", [
+    ("improved", "softmax"), ("improved", "sigmoid"), ("cnn", "softmax")])
+def test_probabilities_are_the_models_own(tft_output, tmp_path, name, activation):
   """softmax: the model's outputs as they are. sigmoid (the reference
   script's layer): the softmax of its logits, which is what Keras 3's sparse
   categorical cross-entropy fits behind a sigmoid output."""
-  model = build_model(Hyperparameters(output_activation=activation), 10)
+  model = build_model(Hyperparameters(model=name, output_activation=activation), 10)
   export.export(model, tft_output, str(tmp_path))
   images = tiny_mnist.make_images(np.arange(6), seed=8).astype(np.float32)
   served = tf.saved_model.load(str(tmp_path)).signatures[features.SERVING_SIGNATURE](

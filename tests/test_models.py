@@ -7,7 +7,8 @@ from components import features
 from components.models import MODELS, Hyperparameters, build_model
 
 
-@pytest.mark.parametrize("name,params", [("basic", 7_850), ("improved", 79_510)])
+@pytest.mark.parametrize("name,params", [("basic", 7_850), ("improved", 79_510),
+                                         ("cnn", 94_358)])
 def test_parameter_counts(name, params):
   model = build_model(Hyperparameters(model=name), steps_per_epoch=10)
   assert model.count_params() == params
@@ -21,6 +22,18 @@ def test_architectures_are_the_reference_layers_ending_in_softmax():
   assert [(l.units, l.activation.__name__) for l in improved.layers[1:]] == [
       (100, "relu"), (10, "softmax")]
   assert basic.loss == "sparse_categorical_crossentropy"
+
+
+def test_cnn_is_lenet_like_on_the_flat_transformed_inputs():
+  cnn = build_model(Hyperparameters(model="cnn"), 10)
+  shapes = [(l.name, tuple(l.output.shape[1:])) for l in cnn.layers[1:]]
+  assert shapes == [("to_2d", (28, 28, 1)), ("conv_0", (28, 28, 16)),
+                    ("pool_0", (14, 14, 16)), ("conv_1", (10, 10, 32)),
+                    ("pool_1", (5, 5, 32)), ("flatten", (800,)),
+                    ("hidden_0", (100,)), ("scores", (10,))]
+  assert cnn.layers[-1].activation.__name__ == "softmax"
+  out = cnn(np.zeros((2, features.IMAGE_SIZE), np.float32))
+  np.testing.assert_allclose(np.sum(out, axis=1), 1.0, rtol=1e-6)
 
 
 def test_the_sigmoid_option_reproduces_the_reference_script():

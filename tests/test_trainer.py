@@ -29,6 +29,17 @@ def test_strategies_train_the_model(name, kind):
   assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
+def test_cnn_trains_one_epoch_on_tiny_data():
+  hp = Hyperparameters(model="cnn", epochs=1, batch_size=16, steps_per_execution=2)
+  rng = np.random.default_rng(0)
+  x, y = rng.random((64, 784), dtype=np.float32), rng.integers(0, 10, 64)
+  model = build_model(hp, steps_per_epoch=4)
+  before = [np.array(w) for w in model.get_weights()]
+  history = model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+  assert np.isfinite(history.history["loss"][0])
+  assert all(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
 def test_tensorboard_gets_one_scalar_per_epoch(tmp_path):
   import glob
   import os
