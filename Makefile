@@ -24,7 +24,7 @@ help:
 	@echo "make run [MNIST_DIR=dir] [RUN_ARGS='--model basic ...']  set up, then run the pipeline"
 	@echo "make test                                               set up, then run the tests"
 	@echo "make serve [SERVE_ARGS='--host 0.0.0.0']                serve outputs/serving_model over REST :8501 and gRPC :8500"
-	@echo "make bench MNIST_DIR=dir                                plain Keras vs the pipeline"
+	@echo "make bench MNIST_DIR=dir                                plain Keras vs the pipeline (BENCH_ARGS='--model cnn', '--tune')"
 	@echo "make bench-serving                                      in-process vs REST vs gRPC latency and throughput (after make run)"
 	@echo "make soak                                               16 clients for 60 s while a new and a corrupt version appear (after make run)"
 	@echo "make bench-scaling MNIST_DIR=dir                        data components at 10k/35k/70k, in-process vs 2 workers"
@@ -66,7 +66,7 @@ serve: setup
 	$(VENV)/bin/mnist-tfx serve $(SERVE_ARGS)
 
 bench: setup
-	$(PY) -m bench.pipeline_bench $(if $(MNIST_DIR),--data-dir "$(MNIST_DIR)")
+	$(PY) -m bench.pipeline_bench $(if $(MNIST_DIR),--data-dir "$(MNIST_DIR)") $(BENCH_ARGS)
 
 bench-serving: setup
 	@command -v wrk >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

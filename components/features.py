@@ -27,6 +27,8 @@ SPLIT_FILES: Dict[str, str] = {
 }
 TRAIN_SPLIT = "train"
 EVAL_SPLIT = "eval"
+# Held out of the train split for hyperparameter search (components.holdout).
+VALIDATION_SPLIT = "valid"
 
 # Output names of the exported model's signatures.
 PROBABILITIES_KEY = "probabilities"

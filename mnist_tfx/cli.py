@@ -30,7 +30,8 @@ _HP_FLAGS = ("model", "hidden_units", "activation", "output_activation", "optimi
 _SERVING_BASE = os.path.join(defaults.OUTPUT_DIR, "serving_model", defaults.MODEL_NAME)
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 _CONFIG_FLAGS = ("data_dir", "output_dir", "pipeline_root", "metadata_path",
-                 "serving_dir", "min_accuracy", "max_regression")
+                 "serving_dir", "min_accuracy", "max_regression", "tune_trials",
+                 "tune_minutes", "validation_share")
 
 
 def _hidden_units(text: str) -> List[int]:
@@ -106,6 +107,19 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                  f"({hp.steps_per_execution})")
   m.add_argument("--distribution", choices=DISTRIBUTIONS,
                  help="tf.distribute strategy for the Trainer (none)")
+  t = p.add_argument_group("hyperparameter search (TFX Tuner, KerasTuner)")
+  t.add_argument("--tune", action="store_true", default=None,
+                 help="search hidden layers, units, activation, optimizer, "
+                 "learning rate and epochs before training; the Trainer "
+                 "takes the best trial")
+  t.add_argument("--tune-trials", type=int, metavar="N",
+                 help=f"at most N trials ({defaults.TUNE_TRIALS})")
+  t.add_argument("--tune-minutes", type=float, metavar="M",
+                 help="no trial starts after M minutes and a running one "
+                 f"stops ({defaults.TUNE_MINUTES:g})")
+  t.add_argument("--validation-share", type=float, metavar="F",
+                 help="share of the training records held out to select on; "
+                 f"the test split is never searched on ({defaults.VALIDATION_SHARE})")
   e = p.add_argument_group("blessing")
   e.add_argument("--min-accuracy", type=float,
                  help="absolute bound (default: " + ", ".join(
@@ -134,6 +148,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     overrides["beam_args"] = args.beam_args
   if args.no_cache:
     overrides["enable_cache"] = False
+  if args.tune:
+    overrides["tune"] = True
   config = with_overrides(config, **overrides)
   # Local paths become absolute, so artifact URIs do not depend on the cwd.
   for field in ("data_dir", "output_dir", "pipeline_root", "metadata_path",

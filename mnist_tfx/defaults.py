@@ -23,6 +23,11 @@ MAX_REGRESSION = 0.001
 # and a digit's share differs between the splits by < 0.5 %.
 MIN_LABEL_SHARE = 0.05
 MAX_LABEL_DRIFT = 0.1
+# Hyperparameter search (--tune): the budget, and the share of the training
+# records held out to select on (the test split is the Evaluator's alone).
+TUNE_TRIALS = 30  # --tune-trials
+TUNE_MINUTES = 10.0  # --tune-minutes: no trial starts after it, a running one stops
+VALIDATION_SHARE = 0.1  # --validation-share
 
 # --- serving ----------------------------------------------------------------
 MODEL_NAME = "mnist"  # the serving name every blessed model is pushed under

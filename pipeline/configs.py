@@ -13,6 +13,7 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
+from components import tuning
 from components.models import Hyperparameters
 from components.plain_data import ConfigError, strict_from_dict
 from mnist_tfx import defaults
@@ -38,6 +39,11 @@ class PipelineConfig:
   # Data validation of the label distribution (see components.data_validation).
   min_label_share: float = defaults.MIN_LABEL_SHARE
   max_label_drift: float = defaults.MAX_LABEL_DRIFT
+  # Hyperparameter search (components.tuning) before training.
+  tune: bool = False
+  tune_trials: int = defaults.TUNE_TRIALS
+  tune_minutes: float = defaults.TUNE_MINUTES
+  validation_share: float = defaults.VALIDATION_SHARE
   beam_args: List[str] = dataclasses.field(
       default_factory=lambda: list(defaults.BEAM_ARGS))
   runner: str = "local"
@@ -55,6 +61,11 @@ class PipelineConfig:
     for name in ("max_regression", "min_label_share", "max_label_drift"):
       if not 0 <= getattr(self, name) <= 1:
         raise ConfigError(f"{name} must be between 0 and 1")
+    try:
+      self.budget  # pylint: disable=pointless-statement
+      tuning.check_validation_share(self.validation_share)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
     for name in ("output_dir", "serving_model_name", "pipeline_name"):
       if not getattr(self, name):
         raise ConfigError(f"{name} must not be empty")
@@ -86,6 +97,10 @@ class PipelineConfig:
   @property
   def summary_uri(self) -> str:
     return _join(self.output_dir, defaults.SUMMARY_FILE)
+
+  @property
+  def budget(self) -> tuning.Budget:
+    return tuning.Budget(self.tune_trials, self.tune_minutes)
 
   @property
   def effective_min_accuracy(self) -> float:

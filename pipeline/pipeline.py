@@ -1,7 +1,7 @@
 """The mnist-tfx DAG, shared by every runner.
 
 ExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> (gate) ->
-Transform -> Trainer -> Evaluator (vs. the last blessed model) -> Pusher.
+Transform -> [HoldOutValidation -> Tuner, with --tune] -> Trainer -> Evaluator (vs. the last blessed model) -> Pusher.
 
 Nothing here depends on the runner: what differs between running locally
 and compiling for Kubeflow (the baseline resolver, ML Metadata, Beam
@@ -22,11 +22,13 @@ from tfx import v1 as tfx
 from components import baseline, evaluation, features
 from components.data_validation import AnomaliesGate, CuratedSchemaGen
 from components.example_gen import IdxExampleGen
+from components.holdout import HoldOutValidation
 from components.pusher import ServingPusher
 from pipeline.configs import PipelineConfig
 
 PREPROCESSING_FN = "components.transform.preprocessing.preprocessing_fn"
 RUN_FN = "components.trainer.run.run_fn"
+TUNER_FN = "components.tuning.tuner_fn"
 _OUR_PACKAGE = "components"
 
 
@@ -138,11 +140,31 @@ def create_pipeline(config: PipelineConfig, data_dir: Union[str, Any],
   if data_only:
     return _pipeline(config, nodes, runner)
 
-  # Fits the configured model on the train split; exports the SavedModel
-  # with the Transform graph inside.
+  transform_graph = transform.outputs["transform_graph"]
+  searched = []
+  if config.tune:
+    # The train split cut in two, so the search selects on records it did
+    # not fit and never sees the test split.
+    holdout = HoldOutValidation(examples=examples,
+                                validation_share=config.validation_share)
+    # KerasTuner within the budget; its best trial goes to the Trainer.
+    tuner = tfx.components.Tuner(
+        tuner_fn=TUNER_FN, examples=holdout.outputs["held_out"],
+        transform_graph=transform_graph,
+        train_args=tfx.proto.TrainArgs(splits=[features.TRAIN_SPLIT]),
+        eval_args=tfx.proto.EvalArgs(splits=[features.VALIDATION_SPLIT]),
+        custom_config={"hyperparameters": hp.to_dict(),
+                       "budget": dataclasses.asdict(config.budget),
+                       "code": code_fingerprint(TUNER_FN.rsplit(".", 1)[0])})
+    searched = [holdout, tuner]
+
+  # Fits the configured (or best searched) model on the whole train split;
+  # exports the SavedModel with the Transform graph inside.
   trainer = tfx.components.Trainer(
       run_fn=RUN_FN, examples=examples, schema=schema,
-      transform_graph=transform.outputs["transform_graph"],
+      transform_graph=transform_graph,
+      hyperparameters=(searched[-1].outputs["best_hyperparameters"]
+                       if searched else None),
       train_args=tfx.proto.TrainArgs(splits=[features.TRAIN_SPLIT]),
       eval_args=tfx.proto.EvalArgs(splits=[features.EVAL_SPLIT]),
       custom_config={"hyperparameters": hp.to_dict(),
@@ -164,8 +186,9 @@ def create_pipeline(config: PipelineConfig, data_dir: Union[str, Any],
                          model_blessing=evaluator.outputs["blessing"],
                          serving_dir=config.serving_base_uri)
 
-  return _pipeline(config, nodes + [trainer, model_resolver, evaluator, pusher],
-                   runner)
+  return _pipeline(
+      config, nodes + searched + [trainer, model_resolver, evaluator, pusher],
+      runner)
 
 
 def _pipeline(config: PipelineConfig, nodes: List[Any],

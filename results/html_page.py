@@ -9,6 +9,7 @@ from typing import Any, Dict, List
 
 from results.report_text import tensorboard_dir
 from results.run_view import RunView
+from results.summary import search_line, trials_table
 
 PACKAGES = ("tfx", "tensorflow", "keras", "tensorflow-transform",
             "tensorflow-model-analysis", "tensorflow-data-validation",
@@ -90,6 +91,12 @@ def write_html(view: RunView, pictures: Dict[str, str], path: str) -> str:
       "<h2>Confusion matrix</h2>" + _img(pictures["confusion_matrix"],
                                          "confusion matrix", "confusion-matrix"),
   ]
+  if s.get("tuning"):
+    head, rows = trials_table(s["tuning"])
+    sections.append(
+        f'<h2>Hyperparameter search</h2><p id="search">{html.escape(search_line(s["tuning"]))}'
+        '</p><table id="trials"><tr>' + "".join(f"<th>{h}</th>" for h in head) +
+        "</tr>" + _rows(rows) + "</table>")
   if view.calibration is not None:
     sections.append(f'<p id="ece">Calibration: expected calibration error (ECE) '
                     f"<b>{view.calibration.ece:.4f}</b> over "

@@ -4,6 +4,7 @@ import os
 
 from components.trainer.run import TENSORBOARD_DIR
 from results.run_view import RunView, gather
+from results.summary import search_line, trials_table
 
 
 def table(view: RunView) -> str:
@@ -14,6 +15,12 @@ def table(view: RunView) -> str:
            f"{e.example_count} eval examples" + (f" (last blessed model: {e.baseline_accuracy:.4f}, "
                               f"{e.accuracy - e.baseline_accuracy:+.4f})"
                               if e.baseline_accuracy is not None else "")]
+  if s.get("tuning"):
+    lines.append(search_line(s["tuning"]))
+    head, rows = trials_table(s["tuning"])
+    widths = [max(len(c) for c in column) for column in zip(head, *rows)]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths))
+              for row in [head] + rows]
   header = f"{'digit':>5}  {'accuracy':>8}  {'precision':>9}  {'count':>5}"
   if baseline:
     header += f"  {'baseline':>8}  {'change':>7}"

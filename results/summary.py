@@ -8,12 +8,15 @@ import json
 import os
 import re
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from components import evaluation
 from pipeline import workspace
 from results import metadata
 from pipeline.configs import PipelineConfig
+
+
+TUNER_RESULTS_FILE = "tuner_results.json"  # what TFX's Tuner writes
 
 
 def _first(nodes: Dict[str, metadata.NodeRun], node: str, key: str):
@@ -158,6 +161,15 @@ def build(config: PipelineConfig, data_dir: str, total_seconds: float,
         baseline_accuracy=result.baseline_accuracy,
         blessed=result.blessed,
         blessing=_blessing_reason(config, result))
+  model_run = _first(nodes, "Trainer", "model_run")
+  trained = _trained_hyperparameters(model_run.uri) if model_run else None
+  if trained is not None:  # what was trained: the Tuner's choice, if any
+    summary["hyperparameters"] = dict(trained.to_dict(),
+                                      hidden_units=list(trained.layers))
+  tuner_results = _first(nodes, "Tuner", "tuner_results")
+  if tuner_results is not None:
+    summary["tuning"] = _tuning(config, tuner_results.uri, nodes)
+
   pushed = _first(nodes, "ServingPusher", "pushed_model")
   model = _first(nodes, "Trainer", "model")
   if pushed is None and model is not None:
@@ -177,6 +189,39 @@ def build(config: PipelineConfig, data_dir: str, total_seconds: float,
         summary["component_status"].get("ServingPusher") == "complete" and
         metadata.custom_property(pushed, "pushed_new") == 1)
   return summary
+
+
+def _trained_hyperparameters(model_run_uri: str):
+  """The hyperparameters the Trainer recorded (None: not there or unreadable)."""
+  from components.models import Hyperparameters  # pylint: disable=g-import-not-at-top
+  from components.trainer.run import HISTORY_FILE  # pylint: disable=g-import-not-at-top
+  try:
+    with open(os.path.join(model_run_uri, HISTORY_FILE), encoding="utf-8") as f:
+      return Hyperparameters.from_dict(json.load(f)["hyperparameters"])
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+
+
+def _tuning(config: PipelineConfig, results_uri: str,
+            nodes: Dict[str, metadata.NodeRun]) -> Dict[str, Any]:
+  """The search: its budget, time, held-out counts and trials (best first)."""
+  from components import holdout  # pylint: disable=g-import-not-at-top
+  trials: List[Dict[str, Any]] = []
+  try:
+    with open(os.path.join(results_uri, TUNER_RESULTS_FILE), encoding="utf-8") as f:
+      trials = json.load(f)
+  except (OSError, ValueError):
+    pass
+  held_out = _first(nodes, "HoldOutValidation", "held_out")
+  counts = (metadata.custom_property(held_out, holdout.SPLIT_COUNTS)
+            if held_out is not None else None)
+  return {"budget": {"trials": config.tune_trials, "minutes": config.tune_minutes},
+          # A cached search took no time in this run; its first did.
+          "seconds": (None if nodes["Tuner"].state == "cached"
+                      else nodes["Tuner"].seconds),
+          "split_counts": ({k: int(v) for k, v in counts.items()}
+                           if isinstance(counts, dict) else None),
+          "trials": trials}
 
 
 def _blessing_reason(config: PipelineConfig,
@@ -223,6 +268,32 @@ def write(summary: Dict[str, Any], path: str) -> None:
   tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
+def search_line(tuning: Dict[str, Any]) -> str:
+  """The hyperparameter search in one line: budget, time, the best trial."""
+  from components.tuning import OBJECTIVE, describe_values  # pylint: disable=g-import-not-at-top
+  trials, budget = tuning["trials"], tuning["budget"]
+  held_out = (tuning.get("split_counts") or {}).get("valid")
+  took = ("cached" if tuning["seconds"] is None
+          else f"in {tuning['seconds']:.0f}s")
+  line = (f"Search: {len(trials)} trials {took} (budget "
+          f"{budget['trials']} trials, {budget['minutes']:g} min), selected on "
+          f"{held_out} held-out training records")
+  if trials:
+    best = {k: v for k, v in trials[0].items() if k not in ("trial_id", "score")}
+    line += f"; best {OBJECTIVE} {trials[0]['score']:.4f}: {describe_values(best)}"
+  return line
+
+
+def trials_table(tuning: Dict[str, Any]) -> Tuple[List[str], List[List[str]]]:
+  """The search's trials, best first, as a header and rows of text."""
+  from components.tuning import OBJECTIVE, SEARCH_SPACE  # pylint: disable=g-import-not-at-top
+  head = ["trial", OBJECTIVE] + list(SEARCH_SPACE)
+  rows = [[str(t.get("trial_id")), f"{t['score']:.4f}"] +
+          [f"{t[k]:.2g}" if isinstance(t.get(k), float) else str(t.get(k, ""))
+           for k in SEARCH_SPACE] for t in tuning["trials"]]
+  return head, rows
+
+
 def render(summary: Dict[str, Any], with_status: bool = True,
            with_evaluation: bool = True) -> str:
   """The summary as a few lines for the terminal.
@@ -241,6 +312,8 @@ def render(summary: Dict[str, Any], with_status: bool = True,
                  f"(hidden layers {summary['hyperparameters']['hidden_units']}), "
                  f"{summary['train_examples']} train / "
                  f"{summary['eval_examples']} eval examples")
+    if summary.get("tuning"):
+      lines.append(search_line(summary["tuning"]))
     baseline = summary["baseline_accuracy"]
     lines.append(f"Accuracy: {summary['accuracy']:.4f}" + (
         f" (last blessed model: {baseline:.4f})" if baseline is not None else ""))

@@ -22,7 +22,7 @@ import tensorflow_transform as tft
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from components import features
+from components import features, tuning
 from components.models import Hyperparameters, build_model
 from components.trainer import export
 
@@ -82,6 +82,9 @@ def callbacks(model_run_dir: str) -> List[keras.callbacks.Callback]:
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
   """Trains the configured model and exports the serving SavedModel."""
   hp = Hyperparameters.from_dict(fn_args.custom_config["hyperparameters"])
+  if fn_args.hyperparameters:  # the Tuner's best trial (run --tune)
+    hp = tuning.apply(hp, tuning.best_values(fn_args.hyperparameters))
+    _LOG.info("the Tuner's best trial: %s", tuning.describe(hp))
   keras.utils.set_random_seed(hp.seed)
   tft_output = tft.TFTransformOutput(fn_args.transform_output)
   x_train, y_train = load_split(fn_args.train_files, fn_args.data_accessor,
