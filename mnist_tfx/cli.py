@@ -302,6 +302,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                  grpc_port=args.grpc_port, versions=args.versions,
                  batching=args.enable_batching, max_batch_size=args.max_batch_size,
                  batch_timeout_micros=args.batch_timeout_micros,
+                 greedy_batching=not args.no_greedy_batching,
                  poll_seconds=args.poll_seconds,
                  max_payload_bytes=args.max_payload_bytes)
   except server.BindError as e:
@@ -405,7 +406,11 @@ def build_parser() -> argparse.ArgumentParser:
                                   defaults.MAX_PAYLOAD_BYTES_LIMIT),
                      help=f"largest request ({defaults.MAX_PAYLOAD_BYTES})")
   serve.add_argument("--enable-batching", action="store_true",
-                     help="batch concurrent requests on the server")
+                     help="TF Serving's timed batching for both APIs: wait up "
+                     "to --batch-timeout-micros for a batch to fill")
+  serve.add_argument("--no-greedy-batching", action="store_true",
+                     help="turn off the default REST batching, which merges "
+                     "requests that arrive together and never waits")
   serve.add_argument("--max-batch-size", default=defaults.BATCH_SIZE,
                      type=_number(int, 1, defaults.MAX_BATCH_SIZE_LIMIT))
   serve.add_argument("--batch-timeout-micros", default=defaults.BATCH_TIMEOUT_MICROS,

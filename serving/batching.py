@@ -11,7 +11,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -79,30 +79,101 @@ class Batcher:
       self._run_batch(batch, rows)
 
   def _run_batch(self, batch: List[Tuple], rows: int) -> None:
-    fn = batch[0][0]
-    if len(batch) == 1:
-      self._settle(batch[0], fn)
-      return
-    merged = {k: np.concatenate([item[1][k] for item in batch])
-              for k in batch[0][1]}
-    try:
-      outputs = self._count(fn, merged, rows)
-    except ServingError:
-      for item in batch:  # isolate the request(s) at fault
-        self._settle(item, fn)
-      return
-    except Exception as e:  # pylint: disable=broad-except
-      for item in batch:
-        item[3].set_exception(e)
-      return
-    start = 0
-    for item in batch:
-      end = start + item[2]
-      item[3].set_result({k: v[start:end] for k, v in outputs.items()})
-      start = end
+    settle(batch, run_together(self._count, batch, rows))
 
-  def _settle(self, item: Tuple, fn: Any) -> None:
-    try:
-      item[3].set_result(self._count(fn, item[1], item[2]))
-    except Exception as e:  # pylint: disable=broad-except
-      item[3].set_exception(e)
+
+
+Outcome = Tuple[Optional[Dict[str, np.ndarray]], Optional[BaseException]]
+
+
+def run_together(run: Callable[[Any, Inputs, int], Dict[str, np.ndarray]],
+                 batch: List[Tuple], rows: int) -> List[Outcome]:
+  """Runs (fn, inputs, rows, ...) requests as one call; each one's outcome.
+
+  If the merged call fails on a bad request (ServingError), each request
+  runs alone, so the error stays with the request that caused it.
+  """
+  fn = batch[0][0]
+  if len(batch) == 1:
+    return [_alone(run, batch[0])]
+  merged = {k: np.concatenate([item[1][k] for item in batch]) for k in batch[0][1]}
+  try:
+    outputs = run(fn, merged, rows)
+  except ServingError:
+    return [_alone(run, item) for item in batch]
+  except Exception as e:  # pylint: disable=broad-except
+    return [(None, e)] * len(batch)
+  results, start = [], 0
+  for item in batch:
+    end = start + item[2]
+    results.append(({k: v[start:end] for k, v in outputs.items()}, None))
+    start = end
+  return results
+
+
+def settle(batch: List[Tuple], outcomes: List[Outcome]) -> None:
+  """Hands each request (its future is item[3]) its result or error."""
+  for item, (result, error) in zip(batch, outcomes):
+    if item[3].cancelled():
+      continue  # the client went away
+    if error is None:
+      item[3].set_result(result)
+    else:
+      item[3].set_exception(error)
+
+
+def _alone(run, item: Tuple) -> Outcome:
+  try:
+    return run(item[0], item[1], item[2]), None
+  except Exception as e:  # pylint: disable=broad-except
+    return None, e
+
+
+class GreedyBatcher:
+  """Batching that costs nothing at low load, for an asyncio server.
+
+  A request queues for its (model version, signature, row shape) and, if it
+  is the first, schedules a drain on the event loop: after the loop has run
+  what is ready (other requests being read and parsed), the drain runs
+  everything queued, up to `max_batch_size` rows a call, inline on the
+  loop. No timer: a lone request waits one loop turn; under load, requests
+  that arrived together share one model call.
+  """
+
+  def __init__(self, run: Runner, max_batch_size: int = 32):
+    if max_batch_size < 1:
+      raise ValueError("max_batch_size must be >= 1")
+    self._run = run
+    self.max_batch_size = max_batch_size
+    self._pending: Dict[Tuple, List[Tuple]] = {}
+    self.calls = 0
+    self.rows = 0
+
+  async def __call__(self, key: Tuple, fn: Any, inputs: Inputs) -> Dict[str, np.ndarray]:
+    import asyncio  # pylint: disable=g-import-not-at-top
+    rows = len(next(iter(inputs.values())))
+    if rows >= self.max_batch_size:
+      return self._count(fn, inputs, rows)
+    full_key = (key, tuple((k, v.dtype.str, v.shape[1:])
+                           for k, v in sorted(inputs.items())))
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    pending = self._pending.setdefault(full_key, [])
+    pending.append((fn, inputs, rows, future))
+    if len(pending) == 1:
+      loop.call_soon(self._drain, full_key)
+    return await future
+
+  def _count(self, fn: Any, inputs: Inputs, rows: int) -> Dict[str, np.ndarray]:
+    self.calls += 1
+    self.rows += rows
+    return self._run(fn, inputs)
+
+  def _drain(self, key: Tuple) -> None:
+    pending = self._pending.pop(key, [])
+    while pending:
+      batch, rows = [], 0
+      while pending and rows + pending[0][2] <= self.max_batch_size:
+        rows += pending[0][2]
+        batch.append(pending.pop(0))
+      settle(batch, run_together(self._count, batch, rows))

@@ -11,7 +11,7 @@ import threading
 from typing import List, Optional
 
 from mnist_tfx import defaults
-from serving.batching import Batcher
+from serving.batching import Batcher, GreedyBatcher
 from serving.grpc_server import BindError
 from serving.model_store import ModelStore, ServingError
 from serving.rest import RestApi
@@ -51,7 +51,8 @@ def _uvicorn(api: RestApi):
   # log_config=None: an embedded server must not reconfigure the process's
   # logging (uvicorn's dictConfig would bind handlers to today's stderr).
   return uvicorn.Server(uvicorn.Config(
-      api.app, log_level="warning", access_log=False, log_config=None))
+      api.app, interface="asgi3", log_level="warning", access_log=False,
+      log_config=None))
 
 
 class RestServer:
@@ -61,8 +62,12 @@ class RestServer:
                port: int = DEFAULT_REST_PORT,
                max_payload_bytes: int = defaults.MAX_PAYLOAD_BYTES,
                batcher: Optional[Batcher] = None,
-               body_timeout: float = defaults.BODY_TIMEOUT_SECONDS):
-    self.api = RestApi(store, max_payload_bytes, batcher, body_timeout)
+               body_timeout: float = defaults.BODY_TIMEOUT_SECONDS,
+               greedy_batching: bool = True):
+    from serving import service  # pylint: disable=g-import-not-at-top
+    greedy = (GreedyBatcher(service.run_signature, defaults.BATCH_SIZE)
+              if greedy_batching else None)
+    self.api = RestApi(store, max_payload_bytes, batcher, body_timeout, greedy)
     self._socket = bind(host, port)
     self.port = self._socket.getsockname()[1]
     self._server = _uvicorn(self.api)
@@ -91,13 +96,20 @@ def serve(base_path: str, name: str, host: str = DEFAULT_HOST,
           poll_seconds: float = defaults.POLL_SECONDS,
           max_payload_bytes: int = defaults.MAX_PAYLOAD_BYTES,
           batching: bool = False, max_batch_size: int = defaults.BATCH_SIZE,
-          batch_timeout_micros: int = defaults.BATCH_TIMEOUT_MICROS) -> None:
-  """Serves until interrupted; raises BindError when a port cannot be had."""
+          batch_timeout_micros: int = defaults.BATCH_TIMEOUT_MICROS,
+          greedy_batching: bool = True) -> None:
+  """Serves until interrupted; raises BindError when a port cannot be had.
+
+  `batching` is TF Serving's timed batching (both APIs); otherwise REST
+  batches greedily unless `greedy_batching` is off.
+  """
   from serving import grpc_server, service  # pylint: disable=g-import-not-at-top
   rest_socket = bind(host, rest_port)
   batcher = (Batcher(service.run_signature, max_batch_size, batch_timeout_micros)
              if batching else None)
-  store = ModelStore(name, base_path, versions, poll_seconds)
+  greedy = (GreedyBatcher(service.run_signature, max_batch_size)
+            if greedy_batching and not batching else None)
+  store = ModelStore(name, base_path, versions, poll_seconds, loader=service.load)
   try:
     grpc = grpc_server.start(store, host, grpc_port,
                              max_message_bytes=max_payload_bytes, batcher=batcher)
@@ -106,7 +118,8 @@ def serve(base_path: str, name: str, host: str = DEFAULT_HOST,
     raise
   try:
     _serve_until_stopped(store, grpc, rest_socket, name, base_path, host, batcher,
-                         max_batch_size, batch_timeout_micros, max_payload_bytes)
+                         greedy, max_batch_size, batch_timeout_micros,
+                         max_payload_bytes)
   finally:
     grpc.stop(grace=2)
     store.stop()
@@ -114,7 +127,8 @@ def serve(base_path: str, name: str, host: str = DEFAULT_HOST,
 
 
 def _serve_until_stopped(store, grpc, rest_socket, name, base_path, host, batcher,
-                         max_batch_size, batch_timeout_micros, max_payload_bytes):
+                         greedy, max_batch_size, batch_timeout_micros,
+                         max_payload_bytes):
   store.start()
   try:
     served = store.status(name)
@@ -126,8 +140,12 @@ def _serve_until_stopped(store, grpc, rest_socket, name, base_path, host, batche
   if batcher:
     print(f"Batching: up to {max_batch_size} rows, {batch_timeout_micros} µs "
           "timeout", flush=True)
+  elif greedy:
+    print(f"Batching (REST): requests that arrive together, up to "
+          f"{max_batch_size} rows, no waiting", flush=True)
   print(f"REST: http://{host}:{rest_socket.getsockname()[1]}/v1/models/{name}",
         flush=True)
   print(f"gRPC: {host}:{grpc.bound_port} (tensorflow.serving.PredictionService, "
         "ModelService)", flush=True)
-  _uvicorn(RestApi(store, max_payload_bytes, batcher)).run(sockets=[rest_socket])
+  _uvicorn(RestApi(store, max_payload_bytes, batcher, greedy=greedy)).run(
+      sockets=[rest_socket])

@@ -11,6 +11,7 @@ import time
 import grpc
 import httpx
 import numpy as np
+import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
@@ -21,14 +22,18 @@ from components.trainer import export
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_serve_as_a_user_starts_it(tft_output, tmp_path):
+@pytest.mark.parametrize("flags,batching", [
+    ([], "Batching (REST): requests that arrive together"),  # the default
+    (["--no-greedy-batching"], None),
+    (["--enable-batching"], "Batching: up to 32 rows, 2000 µs timeout")])
+def test_serve_as_a_user_starts_it(tft_output, tmp_path, flags, batching):
   model_dir = str(tmp_path / "model")
   export.export(build_model(Hyperparameters(), 10), tft_output, model_dir)
   base = str(tmp_path / "mnist")
   version = int(os.path.basename(pusher.push(model_dir, base, {})))
   proc = subprocess.Popen(
       [sys.executable, "-m", "mnist_tfx", "serve", "--model-base-path", base,
-       "--rest-port", "0", "--grpc-port", "0"], cwd=_ROOT,
+       "--rest-port", "0", "--grpc-port", "0", *flags], cwd=_ROOT,
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
       env=dict(os.environ, PYTHONPATH=_ROOT))
   try:
@@ -41,6 +46,9 @@ def test_serve_as_a_user_starts_it(tft_output, tmp_path):
       lines.append(line.strip())
     text = "\n".join(lines)
     assert f"version {version} AVAILABLE" in text, text
+    said = [l for l in lines if l.startswith("Batching")]
+    assert said == ([] if batching is None else [said[0]]), text
+    assert batching is None or said[0].startswith(batching), text
     rest = int(re.search(r"REST: http://127.0.0.1:(\d+)/", text).group(1))
     grpc_port = int(re.search(r"gRPC: 127.0.0.1:(\d+) ", text).group(1))
     image = np.zeros((1, 28, 28), np.float32)

@@ -10,7 +10,7 @@ from components import pusher
 from components.models import Hyperparameters, build_model
 from components.trainer import export
 from serving import service
-from serving.batching import Batcher
+from serving.batching import Batcher, GreedyBatcher
 from serving.model_store import ModelStore, ServingError
 from serving.server import RestServer
 from tests import tiny_mnist
@@ -103,3 +103,63 @@ def test_batcher_isolates_errors_and_splits_rows():
 def test_bad_settings_are_refused():
   with pytest.raises(ValueError):
     Batcher(lambda f, i: i, max_batch_size=0)
+
+
+# --- greedy batching (the REST default) ---------------------------------------
+
+def _greedy_run(calls):
+  def run(fn, inputs):
+    calls.append(len(inputs["x"]))
+    if np.any(inputs["x"] < 0):
+      raise ServingError("INVALID_ARGUMENT", "negative")
+    return {"y": inputs["x"] * 2}
+  return run
+
+
+def _gather(batcher, arrays, key="k"):
+  import asyncio
+
+  async def all_at_once():
+    return await asyncio.gather(*(batcher((key,), None, {"x": a}) for a in arrays),
+                                return_exceptions=True)
+  return asyncio.run(all_at_once())
+
+
+def test_greedy_batcher_merges_what_arrives_together_without_waiting():
+  calls = []
+  batcher = GreedyBatcher(_greedy_run(calls), max_batch_size=4)
+  arrays = [np.full((2, 3), i, np.float32) for i in range(5)]  # 10 rows
+  results = _gather(batcher, arrays)
+  assert calls == [4, 4, 2]  # at most 4 rows a call, in arrival order
+  for i, result in enumerate(results):
+    np.testing.assert_array_equal(result["y"], np.full((2, 3), 2 * i))
+  # A lone request runs at once, alone.
+  calls.clear()
+  assert _gather(batcher, [np.ones((1, 3), np.float32)])[0]["y"].shape == (1, 3)
+  assert calls == [1]
+
+
+def test_greedy_batcher_keeps_an_error_with_its_request():
+  calls = []
+  batcher = GreedyBatcher(_greedy_run(calls), max_batch_size=8)
+  arrays = [np.ones((1, 3), np.float32), -np.ones((1, 3), np.float32),
+            np.ones((1, 3), np.float32)]
+  results = _gather(batcher, arrays)
+  assert isinstance(results[1], ServingError)
+  np.testing.assert_array_equal(results[0]["y"], [[2, 2, 2]])
+  np.testing.assert_array_equal(results[2]["y"], [[2, 2, 2]])
+  assert calls == [3, 1, 1, 1]  # the merged call failed; each ran alone
+
+
+def test_greedy_batcher_keeps_shapes_and_keys_apart():
+  calls = []
+  batcher = GreedyBatcher(_greedy_run(calls), max_batch_size=8)
+  import asyncio
+
+  async def mixed():
+    return await asyncio.gather(
+        batcher(("v1",), None, {"x": np.ones((1, 3), np.float32)}),
+        batcher(("v2",), None, {"x": np.ones((1, 3), np.float32)}),
+        batcher(("v1",), None, {"x": np.ones((1, 4), np.float32)}))
+  assert [r["y"].shape for r in asyncio.run(mixed())] == [(1, 3), (1, 3), (1, 4)]
+  assert calls == [1, 1, 1]

@@ -115,3 +115,15 @@ def test_errors_carry_tf_serving_status_codes(served, call, code):
     call(served["channel"])
   assert e.value.code() == code
   _predict(served["channel"], np.zeros((1, 784), np.float32))  # still serving
+
+
+@pytest.mark.parametrize("array", [
+    np.random.default_rng(0).random((3, 10)).astype(np.float32),
+    np.arange(3, dtype=np.int64), np.zeros((0, 10), np.float32),
+    np.array([True, False]), np.array([b"a", b"bc"], dtype=object)])
+def test_responses_encode_tensors_exactly_as_tensorflow_does(array):
+  from tensorflow.core.framework import tensor_pb2
+  from serving.grpc_server import to_proto
+  proto = tensor_pb2.TensorProto()
+  to_proto(array, proto)
+  assert proto == tf.make_tensor_proto(array)

@@ -1,0 +1,92 @@
+"""Calling signatures: the checked fast call and its fallback to the public call."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components import features
+from components.models import Hyperparameters, build_model
+from components.trainer import export
+from serving import service
+from serving.model_store import ServingError
+from tests import tiny_mnist
+
+
+@pytest.fixture(scope="module")
+def model_dir(tft_output, tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("service_model"))
+  export.export(build_model(Hyperparameters(), 10), tft_output, path)
+  return path
+
+
+def _inputs(signature, images):
+  if signature == features.EXAMPLES_SIGNATURE:
+    return {features.EXAMPLES_INPUT: np.array([tf.train.Example(
+        features=tf.train.Features(feature={features.IMAGE_KEY: tf.train.Feature(
+            int64_list=tf.train.Int64List(value=img.reshape(-1)))})).SerializeToString()
+        for img in images], dtype=object)}
+  dtype = np.uint8 if signature == features.UINT8_SIGNATURE else np.float32
+  return {features.IMAGES_INPUT: images.astype(dtype)}
+
+
+@pytest.mark.parametrize("signature", [features.SERVING_SIGNATURE,
+                                       features.UINT8_SIGNATURE,
+                                       features.EXAMPLES_SIGNATURE])
+def test_every_signature_gets_the_fast_call_with_the_public_answers(model_dir, signature):
+  fast_model = service.load(model_dir)
+  public_fn = tf.saved_model.load(model_dir).signatures[signature]
+  fn = fast_model.signatures[signature]
+  assert service.uses_fast_call(fn) and not service.uses_fast_call(public_fn)
+  inputs = _inputs(signature, tiny_mnist.make_images(np.arange(7), seed=5))
+  fast, public = service.run_signature(fn, inputs), service.run_signature(public_fn, inputs)
+  assert set(fast) == {features.PROBABILITIES_KEY, features.CLASSES_KEY}
+  for key in fast:
+    np.testing.assert_array_equal(fast[key], public[key])
+
+
+def _error(fn, inputs):
+  import re
+  with pytest.raises(ServingError) as raised:
+    service.run_signature(fn, inputs)
+  return re.sub(r"\d+", "N", raised.value.message)  # graph function ids differ
+
+
+def test_inputs_the_signature_does_not_declare_take_the_public_call(model_dir):
+  fn = service.load(model_dir).signatures[features.SERVING_SIGNATURE]
+  public_fn = tf.saved_model.load(model_dir).signatures[features.SERVING_SIGNATURE]
+  images = tiny_mnist.make_images(np.arange(3), seed=6)
+  # float64 is not the declared float32: the public call's own error.
+  as_float64 = {features.IMAGES_INPUT: images.astype(np.float64)}
+  assert _error(fn, as_float64) == _error(public_fn, as_float64)
+  assert "expected to be a float tensor but is a double tensor" in _error(fn, as_float64)
+  # The graph's own checks hold on the fast path.
+  with pytest.raises(ServingError, match="pixel values must be in 0-255"):
+    service.run_signature(fn, {features.IMAGES_INPUT: np.full((1, 784), 300, np.float32)})
+  with pytest.raises(ServingError):
+    service.run_signature(fn, {"wrong_name": images.astype(np.float32)})
+
+
+def test_a_fast_call_that_disagrees_at_load_is_never_used(model_dir, monkeypatch):
+  real = service._flat_caller  # pylint: disable=protected-access
+
+  def off_by_a_little(fn):
+    call = real(fn)
+    return lambda inputs: {k: v * 1.0001 if v.dtype.is_floating else v
+                           for k, v in call(inputs).items()}
+  monkeypatch.setattr(service, "_flat_caller", off_by_a_little)
+  model = service.load(model_dir)
+  assert not any(service.uses_fast_call(fn) for fn in model.signatures.values())
+  images = tiny_mnist.make_images(np.arange(2), seed=7).astype(np.float32)
+  got = service.run_signature(model.signatures[features.SERVING_SIGNATURE],
+                              {features.IMAGES_INPUT: images})
+  np.testing.assert_allclose(got[features.PROBABILITIES_KEY].sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_a_fast_call_that_breaks_at_load_is_never_used(model_dir, monkeypatch):
+  def broken(fn):
+    def call(inputs):
+      raise RuntimeError("private API changed")
+    return call
+  monkeypatch.setattr(service, "_flat_caller", broken)
+  model = service.load(model_dir)
+  assert not any(service.uses_fast_call(fn) for fn in model.signatures.values())
