@@ -7,7 +7,8 @@ here, never recomputed another way.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional, Tuple
+import json
+from typing import Any, Dict, List, Optional, Tuple
 
 from components import features
 
@@ -48,6 +49,27 @@ def eval_config(min_accuracy: float, max_regression: float):
                           absolute={"value": -max_regression})))]),
           tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
       ])])
+
+
+def thresholds(config: Any) -> Dict[str, Optional[float]]:
+  """The blessing bounds in an eval config that `eval_config` made (as JSON).
+
+  {"min_accuracy", "max_regression"}; None where the config has no such bound.
+  """
+  if isinstance(config, str):
+    config = json.loads(config)
+  found: Dict[str, Optional[float]] = {"min_accuracy": None, "max_regression": None}
+  for spec in (config or {}).get("metrics_specs", []):
+    for metric in spec.get("metrics", []):
+      for per_slice in metric.get("per_slice_thresholds", []):
+        threshold = per_slice.get("threshold", {})
+        lower = threshold.get("value_threshold", {}).get("lower_bound")
+        change = threshold.get("change_threshold", {}).get("absolute")
+        if lower is not None:
+          found["min_accuracy"] = float(lower)
+        if change is not None:
+          found["max_regression"] = -float(change)
+  return found
 
 
 @dataclasses.dataclass

@@ -10,6 +10,7 @@ another run; 130 interrupted (Ctrl-C or SIGTERM).
 """
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -254,9 +255,7 @@ def _print_report(run_dir: str) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
   _quiet_tensorflow()
-  import logging  # pylint: disable=g-import-not-at-top
-  for name in ("tensorflow", "absl"):  # TFMA's deprecation notices, not ours
-    logging.getLogger(name).setLevel(logging.ERROR)
+  _quiet_tfma()
   if args.compare:
     from results import report  # pylint: disable=g-import-not-at-top
     try:
@@ -266,6 +265,45 @@ def _cmd_report(args: argparse.Namespace) -> int:
       return 1
     return 0
   return _print_report(args.run_dir)
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+  """`runs` and `lineage`: read the store, never write it."""
+  _quiet_tensorflow()
+  _quiet_tfma()
+  from results import lineage, metadata  # pylint: disable=g-import-not-at-top
+  path = args.metadata_path or PipelineConfig(output_dir=args.output_dir).metadata_uri
+  if not os.path.isfile(path):
+    print(f"mnist-tfx {args.command}: no ML Metadata store at {path} "
+          "(run the pipeline first, or give --output-dir/--metadata-path)",
+          file=sys.stderr)
+    return EXIT_FAILED
+  try:
+    store = metadata.open_store(path)
+    if args.command == "runs":
+      found = lineage.runs(store)
+      text = lineage.render_runs(found)
+    else:
+      found = lineage.lineage(store, args.version)
+      text = lineage.render_lineage(found)
+  except lineage.LineageError as e:
+    print(f"mnist-tfx {args.command}: {e}", file=sys.stderr)
+    return EXIT_FAILED
+  except Exception as e:  # pylint: disable=broad-except
+    # Not a store, or one a newer ML Metadata wrote: say so in one line.
+    print(f"mnist-tfx {args.command}: cannot read the ML Metadata store at "
+          f"{path}: {(str(e) or type(e).__name__).split(' query:')[0][:200]}",
+          file=sys.stderr)
+    return EXIT_FAILED
+  print(json.dumps(found, indent=1) if args.json else text)
+  return EXIT_OK
+
+
+def _quiet_tfma() -> None:
+  """TFMA's deprecation notices while reading results: not ours to fix."""
+  import logging  # pylint: disable=g-import-not-at-top
+  for name in ("tensorflow", "absl"):
+    logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _quiet_tensorflow() -> None:
@@ -384,6 +422,18 @@ def build_parser() -> argparse.ArgumentParser:
   report.add_argument("--compare", nargs=2, metavar=("A", "B"),
                       help="two runs' output dirs side by side")
   report.set_defaults(func=_cmd_report)
+  for name, text in (("runs", "every run in the ML Metadata store, newest first"),
+                     ("lineage", "a pushed version's chain back to the data files")):
+    sub_parser = sub.add_parser(name, help=text)
+    if name == "lineage":
+      sub_parser.add_argument("version", nargs="?", type=int,
+                              help="a pushed version (default: the newest)")
+    sub_parser.add_argument("--output-dir", default=defaults.OUTPUT_DIR,
+                            help=f"the runs' output dir ({defaults.OUTPUT_DIR})")
+    sub_parser.add_argument("--metadata-path",
+                            help="ML Metadata's SQLite file (default: in the output dir)")
+    sub_parser.add_argument("--json", action="store_true", help="for machines")
+    sub_parser.set_defaults(func=_cmd_history)
   serve = sub.add_parser("serve", help="serve the pushed model versions over "
                          "TF Serving's REST and gRPC APIs")
   serve.add_argument("--model-base-path", help=f"default: {_SERVING_BASE}")

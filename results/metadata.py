@@ -20,6 +20,11 @@ _STATES = {
 }
 
 
+def state_name(state: int) -> str:
+  """An execution's state as a word: complete, cached, failed, running..."""
+  return _STATES.get(state, "unknown")
+
+
 @dataclasses.dataclass
 class NodeRun:
   state: str
@@ -82,7 +87,7 @@ def read_run(store: metadata_store.MetadataStore,
             artifacts[event.artifact_id])
     seconds = (execution.last_update_time_since_epoch -
                execution.create_time_since_epoch) / 1000.0
-    nodes[node] = NodeRun(_STATES.get(execution.last_known_state, "unknown"),
+    nodes[node] = NodeRun(state_name(execution.last_known_state),
                           round(seconds, 2), outputs)
   return nodes
 

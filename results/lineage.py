@@ -1,0 +1,313 @@
+"""Run history and lineage, read from ML Metadata (and the artifacts it names).
+
+`runs`: every pipeline run in a store, newest first, with what it trained,
+how it scored, whether it was blessed and why, and what it pushed.
+`lineage`: for a pushed version, the chain back to the data: the push, the
+blessing and its baseline, the model, the Transform graph, the examples and
+the IDX files' SHA-256, each with its artifact id, run and time.
+
+An artifact reused from the cache is linked to the execution that produced
+it (the first that output it), so the chain names the run that did the work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from results import metadata
+
+Store = metadata_store.MetadataStore
+Artifact = metadata_store_pb2.Artifact
+Execution = metadata_store_pb2.Execution
+_OUTPUT = (metadata_store_pb2.Event.OUTPUT,)
+_INPUT = (metadata_store_pb2.Event.INPUT,)
+
+
+class LineageError(LookupError):
+  """What was asked for is not in the store."""
+
+
+def _time(ms: int) -> str:
+  return datetime.datetime.fromtimestamp(
+      ms / 1000, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _property(execution: Execution, name: str) -> Any:
+  """An execution property as Python (JSON strings decoded)."""
+  if name not in execution.custom_properties:
+    return None
+  value = execution.custom_properties[name]
+  kind = value.WhichOneof("value")
+  raw = getattr(value, kind) if kind else None
+  if isinstance(raw, str) and raw[:1] in "{[":
+    try:
+      return json.loads(raw)
+    except ValueError:
+      return raw
+  return raw
+
+
+@dataclasses.dataclass
+class _Graph:
+  """One read of the store: executions, artifacts and who produced what."""
+
+  store: Store
+
+  def __post_init__(self):
+    self.executions = {e.id: e for e in self.store.get_executions()}
+    self.artifacts = {a.id: a for a in self.store.get_artifacts()}
+    events = self.store.get_events_by_execution_ids(list(self.executions))
+    self.inputs: Dict[int, Dict[str, List[int]]] = {}
+    self.outputs: Dict[int, Dict[str, List[int]]] = {}
+    self.producer: Dict[int, int] = {}
+    for ev in sorted(events, key=lambda ev: ev.execution_id):
+      key = ev.path.steps[0].key if ev.path.steps else ""
+      side = self.outputs if ev.type in _OUTPUT else (
+          self.inputs if ev.type in _INPUT else None)
+      if side is None:
+        continue
+      side.setdefault(ev.execution_id, {}).setdefault(key, []).append(ev.artifact_id)
+      if ev.type in _OUTPUT:
+        self.producer.setdefault(ev.artifact_id, ev.execution_id)
+    run_type = self.store.get_context_type("pipeline_run").id
+    self.run_of: Dict[int, str] = {}
+    self.runs = sorted(self.store.get_contexts_by_type("pipeline_run"),
+                       key=lambda c: c.id, reverse=True)
+    for run in self.runs:
+      for e in self.store.get_executions_by_context(run.id):
+        self.run_of.setdefault(e.id, run.name)
+    del run_type
+    self.node = {e: metadata.node_name(self.store, e) for e in self.executions}
+
+  def where(self, execution_id: int) -> Dict[str, Any]:
+    e = self.executions[execution_id]
+    return {"execution": e.id, "node": self.node[e.id],
+            "run": self.run_of.get(e.id), "time": _time(e.create_time_since_epoch)}
+
+  def made(self, artifact_id: int) -> Dict[str, Any]:
+    """The artifact and where it was produced."""
+    a = self.artifacts[artifact_id]
+    made = {"artifact": a.id, "uri": a.uri}
+    if artifact_id in self.producer:
+      made.update(self.where(self.producer[artifact_id]))
+    return made
+
+  def input(self, execution_id: int, key: str) -> Optional[int]:
+    found = self.inputs.get(execution_id, {}).get(key)
+    return found[0] if found else None
+
+  def output(self, execution_id: int, key: str) -> Optional[int]:
+    found = self.outputs.get(execution_id, {}).get(key)
+    return found[0] if found else None
+
+
+def _accuracy(evaluation_uri: str) -> Optional[Any]:
+  from components import evaluation  # pylint: disable=g-import-not-at-top
+  try:
+    return evaluation.load(evaluation_uri)
+  except Exception:  # pylint: disable=broad-except
+    return None  # a failed or partial Evaluator run
+
+
+def _trained(graph: _Graph, trainer: int) -> Dict[str, Any]:
+  """The Trainer's hyperparameters as trained (the Tuner's best, if any)."""
+  from components.trainer.run import HISTORY_FILE  # pylint: disable=g-import-not-at-top
+  config = _property(graph.executions[trainer], "custom_config") or {}
+  hp = dict(config.get("hyperparameters") or {})
+  run = graph.output(trainer, "model_run")
+  if run is not None:
+    try:
+      with open(os.path.join(graph.artifacts[run].uri, HISTORY_FILE),
+                encoding="utf-8") as f:
+        hp = json.load(f)["hyperparameters"]
+    except (OSError, ValueError, KeyError):
+      pass
+  return {"hyperparameters": hp, "code": config.get("code")}
+
+
+def _changed(hp: Dict[str, Any]) -> Dict[str, Any]:
+  """The hyperparameters that differ from the defaults."""
+  from components.models import Hyperparameters  # pylint: disable=g-import-not-at-top
+  defaults = Hyperparameters().to_dict()
+  return {k: v for k, v in hp.items() if defaults.get(k, object()) != v}
+
+
+def runs(store: Store) -> List[Dict[str, Any]]:
+  """Every run in the store, newest first."""
+  graph = _Graph(store)
+  rows = []
+  for run in graph.runs:
+    by_node = {graph.node[e.id]: e for e in store.get_executions_by_context(run.id)}
+    states = {n: metadata.state_name(e.last_known_state) for n, e in by_node.items()}
+    row: Dict[str, Any] = {
+        "run": run.name, "time": _time(run.create_time_since_epoch),
+        "status": ("failed" if any(s in ("failed", "canceled") for s in states.values())
+                   else "running" if "running" in states.values() else "succeeded"),
+        "model": None, "changed": {}, "tuned": "Tuner" in by_node,
+        "accuracy": None, "blessed": None, "why": None, "pushed_version": None,
+        "pushed_new": False}
+    if "Trainer" in by_node:
+      trained = _trained(graph, by_node["Trainer"].id)
+      row["model"] = trained["hyperparameters"].get("model")
+      row["changed"] = _changed(trained["hyperparameters"])
+    if "Evaluator" in by_node:
+      ev = graph.output(by_node["Evaluator"].id, "evaluation")
+      result = _accuracy(graph.artifacts[ev].uri) if ev is not None else None
+      if result is not None:
+        row["accuracy"] = round(result.accuracy, 6)
+        row["blessed"] = result.blessed
+        row["why"] = _why(graph, by_node["Evaluator"].id, result)
+    if "ServingPusher" in by_node:
+      pushed = graph.output(by_node["ServingPusher"].id, "pushed_model")
+      if pushed is not None:
+        props = graph.artifacts[pushed].custom_properties
+        if props.get("pushed") and props["pushed"].int_value == 1:
+          row["pushed_version"] = int(props["pushed_version"].string_value)
+          row["pushed_new"] = (states["ServingPusher"] == "complete" and
+                               props["pushed_new"].int_value == 1)
+    rows.append(row)
+  return rows
+
+
+def _why(graph: _Graph, evaluator: int, result) -> str:
+  """Why the Evaluator blessed the model or not, against its own bounds."""
+  from components.evaluation import thresholds  # pylint: disable=g-import-not-at-top
+  bound = thresholds(_property(graph.executions[evaluator], "eval_config"))
+  low, regression = bound["min_accuracy"], bound["max_regression"]
+  base = result.baseline_accuracy
+  if result.blessed:
+    text = f"accuracy {result.accuracy:.4f} >= {low}"
+    if base is not None:
+      text += f", within {regression} of the baseline's {base:.4f}"
+    return text
+  reasons = []
+  if low is not None and result.accuracy < low:
+    reasons.append(f"accuracy {result.accuracy:.4f} is below the bound {low}")
+  if base is not None and regression is not None and (
+      result.accuracy - base < -regression):
+    reasons.append(f"accuracy {result.accuracy:.4f} is more than {regression} "
+                   f"below the baseline's {base:.4f}")
+  return "; ".join(reasons or result.failures)
+
+
+def _pusher_of(graph: _Graph, version: Optional[int]) -> Tuple[int, int]:
+  """(Pusher execution, pushed_model artifact) of `version` (None: the newest)."""
+  found = []
+  for artifact_id, execution in graph.producer.items():
+    a = graph.artifacts[artifact_id]
+    props = a.custom_properties
+    if graph.node[execution] == "ServingPusher" and props.get("pushed") and (
+        props["pushed"].int_value == 1):
+      found.append((int(props["pushed_version"].string_value), execution, artifact_id))
+  if not found:
+    raise LineageError("no pushed version in this store")
+  if version is None:
+    return max(found)[1:]
+  for v, execution, artifact_id in found:
+    if v == version:
+      return execution, artifact_id
+  raise LineageError(f"version {version} was not pushed by a run in this store; "
+                     f"pushed: {', '.join(str(v) for v, _, _ in sorted(found))}")
+
+
+def lineage(store: Store, version: Optional[int] = None) -> Dict[str, Any]:
+  """The chain from a pushed version back to the data files."""
+  from components.evaluation import thresholds  # pylint: disable=g-import-not-at-top
+  graph = _Graph(store)
+  pusher, pushed = _pusher_of(graph, version)
+  props = graph.artifacts[pushed].custom_properties
+  chain: Dict[str, Any] = {
+      "version": int(props["pushed_version"].string_value),
+      "path": props["pushed_destination"].string_value,
+      "push": graph.made(pushed)}
+
+  blessing = graph.input(pusher, "model_blessing")
+  evaluator = graph.producer[blessing]
+  evaluation_id = graph.output(evaluator, "evaluation")
+  result = _accuracy(graph.artifacts[evaluation_id].uri)
+  chain["blessing"] = dict(
+      graph.made(blessing),
+      blessed=result.blessed if result else None,
+      accuracy=round(result.accuracy, 6) if result else None,
+      thresholds=thresholds(_property(graph.executions[evaluator], "eval_config")),
+      evaluation=evaluation_id)
+  baseline = graph.input(evaluator, "baseline_model")
+  chain["blessing"]["baseline"] = None if baseline is None else dict(
+      graph.made(baseline),
+      accuracy=(round(result.baseline_accuracy, 6)
+                if result and result.baseline_accuracy is not None else None))
+
+  model = graph.input(pusher, "model")
+  trainer = graph.producer[model]
+  chain["model"] = dict(graph.made(model), **_trained(graph, trainer))
+  best = graph.input(trainer, "hyperparameters")
+  chain["model"]["tuned_by"] = None if best is None else graph.made(best)
+
+  transform_graph = graph.input(trainer, "transform_graph")
+  transform = graph.producer[transform_graph]
+  chain["transform_graph"] = dict(
+      graph.made(transform_graph),
+      code=(_property(graph.executions[transform], "custom_config") or {}).get("code"))
+
+  examples = graph.input(trainer, "examples")
+  example_gen = graph.producer[examples]
+  files = metadata.custom_property(graph.artifacts[examples], "idx_files") or {}
+  chain["examples"] = dict(
+      graph.made(examples),
+      input_base=_property(graph.executions[example_gen], "input_base"),
+      files={os.path.basename(info[kind]): info[f"{kind}_sha256"]
+             for info in files.values() for kind in ("images", "labels")},
+      counts={split: int(info["count"]) for split, info in files.items()})
+  return chain
+
+
+def render_runs(rows: List[Dict[str, Any]]) -> str:
+  if not rows:
+    return "No runs in this store."
+  lines = []
+  for r in rows:
+    changed = ", ".join(f"{k}={v}" for k, v in r["changed"].items() if k != "model")
+    head = (f"{r['time']}  run {r['run']}  {r['status']}  model {r['model'] or '-'}"
+            + (" (tuned)" if r["tuned"] else "") + (f" [{changed}]" if changed else ""))
+    lines.append(head)
+    if r["accuracy"] is not None:
+      lines.append(f"    accuracy {r['accuracy']:.4f}, "
+                   f"{'blessed' if r['blessed'] else 'not blessed'}: {r['why']}")
+    if r["pushed_version"] is not None:
+      lines.append(f"    pushed version {r['pushed_version']}"
+                   + ("" if r["pushed_new"] else " (already there)"))
+  return "\n".join(lines)
+
+
+def render_lineage(chain: Dict[str, Any]) -> str:
+  def at(node: Dict[str, Any]) -> str:
+    return (f"artifact {node['artifact']}, {node.get('node', '?')} execution "
+            f"{node.get('execution', '?')}, run {node.get('run', '?')}, {node.get('time', '?')}")
+  b, m = chain["blessing"], chain["model"]
+  lines = [f"Version {chain['version']} at {chain['path']}",
+           f"  pushed:     {at(chain['push'])}",
+           f"  blessing:   {'blessed' if b['blessed'] else 'not blessed'}, accuracy "
+           f"{b['accuracy']} (bounds: >= {b['thresholds']['min_accuracy']}, at most "
+           f"{b['thresholds']['max_regression']} below the baseline); {at(b)}"]
+  if b["baseline"]:
+    lines.append(f"  baseline:   accuracy {b['baseline']['accuracy']}; {at(b['baseline'])}")
+  else:
+    lines.append("  baseline:   none (no blessed model before it)")
+  lines += [f"  model:      {at(m)}",
+            f"              hyperparameters {json.dumps(m['hyperparameters'], sort_keys=True)}",
+            f"              code {m['code']}"
+            + (f"; tuned by artifact {m['tuned_by']['artifact']}" if m["tuned_by"] else ""),
+            f"  transform:  code {chain['transform_graph']['code']}; "
+            f"{at(chain['transform_graph'])}",
+            f"  examples:   {chain['examples']['counts']} from "
+            f"{chain['examples']['input_base']}; {at(chain['examples'])}"]
+  lines += [f"    {name}  sha256 {digest}"
+            for name, digest in sorted(chain["examples"]["files"].items())]
+  return "\n".join(lines)
