@@ -27,7 +27,7 @@ help:
 	@echo "make bench MNIST_DIR=dir                                plain Keras vs the pipeline (BENCH_ARGS='--model cnn', '--tune')"
 	@echo "make bench-serving                                      in-process vs REST vs gRPC latency and throughput (after make run)"
 	@echo "make soak                                               16 clients for 60 s while a new and a corrupt version appear (after make run)"
-	@echo "make bench-scaling MNIST_DIR=dir                        data components at 10k/35k/70k, in-process vs 2 workers"
+	@echo "make bench-scaling MNIST_DIR=dir                        data components at 10k/35k/70k: in-process, 2 workers, portable"
 	@echo "make lock                                               re-resolve requirements.lock"
 
 .tools/bin/uv:

@@ -119,6 +119,10 @@ SCALING_MODES = {
     "in-process": ["--direct_running_mode=in_memory", "--direct_num_workers=1"],
     "2 workers": ["--direct_running_mode=multi_processing",
                   "--direct_num_workers=2"],
+    # Beam's portable job API (pipeline.portable_beam): the service is
+    # started per run, outside the timed components.
+    "portable LOOPBACK": "LOOPBACK",
+    "portable EXTERNAL": "EXTERNAL",
 }
 
 
@@ -138,8 +142,9 @@ def write_subset(data_dir: str, total: int, out_dir: str) -> str:
 def scaling(data_dir: str, work_dir: str,
             sizes=(10_000, 35_000, 70_000)) -> List[Dict[str, Any]]:
   """Seconds of the data components per size and Beam mode (one process)."""
+  import contextlib  # pylint: disable=g-import-not-at-top
   import io  # pylint: disable=g-import-not-at-top
-  from pipeline import local_runner  # pylint: disable=g-import-not-at-top
+  from pipeline import local_runner, portable_beam  # pylint: disable=g-import-not-at-top
   from pipeline.configs import PipelineConfig  # pylint: disable=g-import-not-at-top
   rows = []
   for size in sizes:
@@ -147,15 +152,18 @@ def scaling(data_dir: str, work_dir: str,
     for mode, beam_args in SCALING_MODES.items():
       out = os.path.join(work_dir, f"run-{size}-{mode.replace(' ', '_')}")
       shutil.rmtree(out, ignore_errors=True)
-      summary = local_runner.run(PipelineConfig(output_dir=out,
-                                                beam_args=beam_args),
-                                 subset, out=io.StringIO(), data_only=True)
+      with contextlib.ExitStack() as stack:
+        if isinstance(beam_args, str):  # a portable environment
+          beam_args = stack.enter_context(portable_beam.JobService(beam_args)).beam_args
+        summary = local_runner.run(PipelineConfig(output_dir=out,
+                                                  beam_args=beam_args),
+                                   subset, out=io.StringIO(), data_only=True)
       seconds = {c: summary["component_seconds"][c] for c in DATA_COMPONENTS}
       total = sum(seconds.values())
       rows.append({"examples": size, "mode": mode, "seconds": seconds,
                    "total": round(total, 2),
                    "per_10k": round(total / size * 10_000, 2)})
-      print(f"{size:>6} {mode:<11} " + "  ".join(
+      print(f"{size:>6} {mode:<17} " + "  ".join(
           f"{c} {s:5.1f}s" for c, s in seconds.items()) +
             f"  total {total:5.1f}s  = {rows[-1]['per_10k']:.2f}s per 10k",
             flush=True)
@@ -166,7 +174,7 @@ def scaling(data_dir: str, work_dir: str,
     my = sum(y for _, y in pts) / n
     slope = (sum((x - mx) * (y - my) for x, y in pts) /
              sum((x - mx) ** 2 for x, _ in pts))
-    print(f"{mode:<11} fixed {my - slope * mx:5.1f}s + "
+    print(f"{mode:<17} fixed {my - slope * mx:5.1f}s + "
           f"{slope * 10_000:.2f}s per 10k examples", flush=True)
   return rows
 
@@ -206,8 +214,9 @@ def main(argv=None) -> int:
                       help="the pipeline runs with --tune (its default budget)")
   parser.add_argument("--tune-minutes", help="the search's time limit")
   parser.add_argument("--scaling", action="store_true",
-                      help="the data components at 10k/35k/70k examples, "
-                      "in-process vs 2 Beam workers")
+                      help="the data components at 10k/35k/70k examples: "
+                      "in-process, 2 Beam workers, and the portable job API "
+                      "with LOOPBACK and EXTERNAL workers")
   args = parser.parse_args(argv)
   if args.data_dir is None:
     from mnist_tfx import data  # pylint: disable=g-import-not-at-top
