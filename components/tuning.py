@@ -19,8 +19,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from components import features
 from components.models import ACTIVATIONS, OPTIMIZERS, Hyperparameters
@@ -95,6 +96,7 @@ def _search_classes():
   from keras_tuner.engine import trial as trial_module  # pylint: disable=g-import-not-at-top
 
   from components.models import build_model  # pylint: disable=g-import-not-at-top
+  from components.trainer import run  # pylint: disable=g-import-not-at-top
 
   class Oracle(keras_tuner.oracles.BayesianOptimizationOracle):
     """Bayesian optimisation that starts no trial after the deadline."""
@@ -125,10 +127,12 @@ def _search_classes():
   class Search(keras_tuner.Tuner):
     """Builds `apply(base, trial)`, fits it for the trial's epochs, scores it."""
 
-    def __init__(self, base: Hyperparameters, deadline: float, **kwargs):
+    def __init__(self, base: Hyperparameters, deadline: float,
+                 log_dir: Optional[str], **kwargs):
       super().__init__(**kwargs)
       self.base = base
       self.deadline = deadline
+      self.log_dir = log_dir
 
     def search_space_summary(self, extended=False):
       del extended  # SEARCH_SPACE says it; the trials are logged one a line
@@ -142,10 +146,14 @@ def _search_classes():
       keras.utils.set_random_seed(self.base.seed)
       started = time.monotonic()
       model = build_model(hp, -(-len(x) // hp.batch_size))
+      watch = [StopAtDeadline(self.deadline)]
+      if self.log_dir:
+        watch.append(run.tensorboard(os.path.join(self.log_dir,
+                                                  f"trial_{trial.trial_id}")))
       history = model.fit(x, y, batch_size=hp.batch_size, epochs=hp.epochs,
                           shuffle=True, validation_data=validation_data,
                           validation_batch_size=1024, verbose=0,
-                          callbacks=[StopAtDeadline(self.deadline)])
+                          callbacks=watch)
       score = float(history.history[OBJECTIVE][-1])
       _LOG.info("trial %s: %s -> %s %.4f (%d epochs%s, %.0fs)", trial.trial_id,
                 describe_values(trial.hyperparameters.values), OBJECTIVE, score,
@@ -168,6 +176,31 @@ def describe(hp: Hyperparameters) -> str:
 def describe_values(values: Dict[str, Any]) -> str:
   return " ".join(f"{k}={v:.2g}" if isinstance(v, float) else f"{k}={v}"
                   for k, v in values.items())
+
+
+_TFX_TEMP = "/.system/executor_execution/"
+TUNER_RESULTS = "tuner_results"  # the Tuner's output key
+
+
+def trials_log_dir(working_dir: str) -> Optional[str]:
+  """`<tuner_results artifact>/tensorboard`, or None where it cannot be found.
+
+  TFX gives `tuner_fn` a temporary dir, deleted after the run, and no output
+  location. Its local layout is `<node>/.system/executor_execution/<id>/.temp/`
+  for that dir and `<node>/<output key>/<id>` for outputs, created before the
+  executor starts; the trials' logs go into the tuner_results artifact only
+  when that dir is there.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from components.trainer.run import TENSORBOARD_DIR  # pylint: disable=g-import-not-at-top
+  if _TFX_TEMP not in working_dir:
+    return None
+  node_dir, rest = working_dir.split(_TFX_TEMP, 1)
+  execution = rest.split("/", 1)[0]
+  results = f"{node_dir}/{TUNER_RESULTS}/{execution}"
+  if not execution.isdigit() or not tf.io.gfile.isdir(results):
+    return None
+  return f"{results}/{TENSORBOARD_DIR}"
 
 
 def tuner_fn(fn_args):
@@ -195,7 +228,11 @@ def tuner_fn(fn_args):
       deadline, objective=keras_tuner.Objective(OBJECTIVE, "max"),
       max_trials=budget.trials, hyperparameters=hp, seed=base.seed,
       num_initial_points=min(budget.trials, 5))
-  tuner = search_cls(base, deadline, oracle=oracle,
+  log_dir = trials_log_dir(fn_args.working_dir)
+  if log_dir is None:
+    _LOG.warning("no TensorBoard logs for the trials: the Tuner's output "
+                 "dir is not where TFX 1.x puts it")
+  tuner = search_cls(base, deadline, log_dir, oracle=oracle,
                      directory=fn_args.working_dir, project_name="search",
                      overwrite=True)
   return tfx.components.TunerFnResult(

@@ -69,6 +69,9 @@ def write_html(view: RunView, pictures: Dict[str, str], path: str) -> str:
            ["TensorBoard", f".venv/bin/tensorboard --logdir {board}" if board
             else "no logs"],
            ["total seconds", s.get("total_seconds")],
+           ["TensorBoard (the search's trials)",
+            f".venv/bin/tensorboard --logdir {(s.get('tuning') or {}).get('tensorboard')}"
+            if (s.get("tuning") or {}).get("tensorboard") else "no search"],
            ["pushed", s.get("pushed_model_path") or "nothing"]]
   facts += [[f"hyperparameter {k}", v] for k, v in s["hyperparameters"].items()]
   facts += [[f"SHA-256 (raw, decompressed bytes) of {k}", v]

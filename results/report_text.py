@@ -41,6 +41,9 @@ def table(view: RunView) -> str:
   board = tensorboard_dir(s)
   if board:
     lines.append(f"TensorBoard: .venv/bin/tensorboard --logdir {board}")
+  trials = (s.get("tuning") or {}).get("tensorboard")
+  if trials:
+    lines.append(f"TensorBoard (the search's trials): .venv/bin/tensorboard --logdir {trials}")
   return "\n".join(lines)
 
 

@@ -215,7 +215,10 @@ def _tuning(config: PipelineConfig, results_uri: str,
   held_out = _first(nodes, "HoldOutValidation", "held_out")
   counts = (metadata.custom_property(held_out, holdout.SPLIT_COUNTS)
             if held_out is not None else None)
+  from components.trainer.run import TENSORBOARD_DIR  # pylint: disable=g-import-not-at-top
+  board = os.path.join(results_uri, TENSORBOARD_DIR)
   return {"budget": {"trials": config.tune_trials, "minutes": config.tune_minutes},
+          "tensorboard": board if os.path.isdir(board) else None,
           # A cached search took no time in this run; its first did.
           "seconds": (None if nodes["Tuner"].state == "cached"
                       else nodes["Tuner"].seconds),

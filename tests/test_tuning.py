@@ -193,3 +193,27 @@ def test_a_rerun_of_the_search_is_cached(tuned):
   assert again["component_status"]["Trainer"] == "cached"
   assert again["tuning"]["trials"] == first["tuning"]["trials"]
   assert again["tuning"]["seconds"] is None
+
+
+def test_each_trial_has_tensorboard_scalars_per_epoch(tuned):
+  import glob
+  _, first, _ = tuned
+  board = first["tuning"]["tensorboard"]
+  assert board == os.path.join(first["artifacts"]["Tuner.tuner_results"], "tensorboard")
+  for trial in first["tuning"]["trials"]:
+    files = glob.glob(os.path.join(board, f"trial_{trial['trial_id']}", "validation",
+                                   "events.*"))
+    steps = [e.step for f in files for r in tf.data.TFRecordDataset(f)
+             for e in [tf.compat.v1.Event.FromString(r.numpy())]
+             for v in e.summary.value if v.tag == "epoch_accuracy"]
+    assert steps == list(range(trial["epochs"])), (trial, steps)
+
+
+def test_trials_log_dir_only_where_tfx_puts_the_output(tmp_path):
+  node = tmp_path / "Tuner"
+  (node / tuning.TUNER_RESULTS / "8").mkdir(parents=True)
+  temp = str(node / ".system" / "executor_execution" / "8" / ".temp" / "8") + "/"
+  assert tuning.trials_log_dir(temp) == str(node / tuning.TUNER_RESULTS / "8" / "tensorboard")
+  assert tuning.trials_log_dir(str(tmp_path / "elsewhere")) is None
+  other = str(node / ".system" / "executor_execution" / "9" / ".temp" / "9") + "/"
+  assert tuning.trials_log_dir(other) is None  # no such output dir

@@ -72,11 +72,15 @@ class EpochLog(keras.callbacks.Callback):
               metrics, time.monotonic() - self._start)
 
 
+def tensorboard(log_dir: str) -> keras.callbacks.Callback:
+  """One TensorBoard scalar per metric and epoch, nothing else."""
+  return keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch",
+                                     write_graph=False, profile_batch=0)
+
+
 def callbacks(model_run_dir: str) -> List[keras.callbacks.Callback]:
-  """Progress lines, and one TensorBoard scalar per metric and epoch."""
-  return [EpochLog(), keras.callbacks.TensorBoard(
-      log_dir=os.path.join(model_run_dir, TENSORBOARD_DIR), update_freq="epoch",
-      write_graph=False, profile_batch=0)]
+  """Progress lines, and TensorBoard's scalars under the model run."""
+  return [EpochLog(), tensorboard(os.path.join(model_run_dir, TENSORBOARD_DIR))]
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
