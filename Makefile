@@ -53,11 +53,14 @@ run: setup
 	$(VENV)/bin/mnist-tfx run $(if $(MNIST_DIR),--data-dir "$(MNIST_DIR)") $(RUN_ARGS)
 
 # The report's browser test needs Debian's Chromium and ChromeDriver.
+# Debian packages the tests use: chromium for the report's browser test,
+# mariadb-server for ML Metadata in a database server (started by the test).
 test-deps:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
-	  echo "Installing Debian's chromium and chromium-driver for the report's browser test"; \
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && \
+	  { command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ]; } || { \
+	  echo "Installing Debian's chromium, chromium-driver and mariadb-server for the tests"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver mariadb-server >/dev/null; }
 
 test: setup test-deps
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -22,7 +22,7 @@ from components.models import (ACTIVATIONS, DISTRIBUTIONS, LOSSES,
                                OUTPUT_ACTIVATIONS, Hyperparameters)
 from components.plain_data import ConfigError
 from mnist_tfx import defaults
-from pipeline.configs import PipelineConfig, with_overrides
+from pipeline.configs import PipelineConfig, redact, with_overrides
 
 # argparse dest -> config key (hyperparameters.* go to the Trainer).
 _HP_FLAGS = ("model", "hidden_units", "activation", "output_activation", "optimizer",
@@ -31,6 +31,7 @@ _HP_FLAGS = ("model", "hidden_units", "activation", "output_activation", "optimi
 _SERVING_BASE = os.path.join(defaults.OUTPUT_DIR, "serving_model", defaults.MODEL_NAME)
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 _CONFIG_FLAGS = ("data_dir", "output_dir", "pipeline_root", "metadata_path",
+                 "metadata_server",
                  "serving_dir", "min_accuracy", "max_regression", "tune_trials",
                  "tune_minutes", "validation_share")
 
@@ -82,6 +83,9 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
   g.add_argument("--output-dir", help=f"default: {defaults.OUTPUT_DIR}")
   g.add_argument("--pipeline-root")
   g.add_argument("--metadata-path", help="ML Metadata SQLite file")
+  g.add_argument("--metadata-uri", dest="metadata_server", metavar="URI",
+                 help="a shared ML Metadata store instead: "
+                 "mysql://USER[:PASSWORD]@HOST:PORT/DATABASE (MySQL or MariaDB)")
   g.add_argument("--serving-dir", help="base folder of pushed models")
   m = p.add_argument_group("model and training")
   m.add_argument("--model", choices=sorted(MODELS),
@@ -272,9 +276,15 @@ def _cmd_history(args: argparse.Namespace) -> int:
   _quiet_tensorflow()
   _quiet_tfma()
   from results import lineage, metadata  # pylint: disable=g-import-not-at-top
-  path = args.metadata_path or PipelineConfig(output_dir=args.output_dir).metadata_uri
-  if not os.path.isfile(path):
-    print(f"mnist-tfx {args.command}: no ML Metadata store at {path} "
+  try:
+    config = PipelineConfig(output_dir=args.output_dir, metadata_path=args.metadata_path,
+                            metadata_server=args.metadata_server)
+  except ConfigError as e:
+    print(f"mnist-tfx {args.command}: {e}", file=sys.stderr)
+    return EXIT_USAGE
+  path = config.metadata_uri
+  if not config.metadata_exists:
+    print(f"mnist-tfx {args.command}: no ML Metadata store at {config.metadata_shown} "
           "(run the pipeline first, or give --output-dir/--metadata-path)",
           file=sys.stderr)
     return EXIT_FAILED
@@ -290,9 +300,14 @@ def _cmd_history(args: argparse.Namespace) -> int:
     print(f"mnist-tfx {args.command}: {e}", file=sys.stderr)
     return EXIT_FAILED
   except Exception as e:  # pylint: disable=broad-except
+    from results import summary  # pylint: disable=g-import-not-at-top
+    if summary.cannot_connect(e):
+      print(f"mnist-tfx {args.command}: {config.metadata_shown}: "
+            f"{summary.CANNOT_CONNECT}", file=sys.stderr)
+      return EXIT_FAILED
     # Not a store, or one a newer ML Metadata wrote: say so in one line.
     print(f"mnist-tfx {args.command}: cannot read the ML Metadata store at "
-          f"{path}: {(str(e) or type(e).__name__).split(' query:')[0][:200]}",
+          f"{redact(path)}: {(str(e) or type(e).__name__).split(' query:')[0][:200]}",
           file=sys.stderr)
     return EXIT_FAILED
   print(json.dumps(found, indent=1) if args.json else text)
@@ -432,6 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help=f"the runs' output dir ({defaults.OUTPUT_DIR})")
     sub_parser.add_argument("--metadata-path",
                             help="ML Metadata's SQLite file (default: in the output dir)")
+    sub_parser.add_argument("--metadata-uri", dest="metadata_server", metavar="URI",
+                            help="a shared store: mysql://USER[:PASSWORD]@HOST:PORT/DB")
     sub_parser.add_argument("--json", action="store_true", help="for machines")
     sub_parser.set_defaults(func=_cmd_history)
   serve = sub.add_parser("serve", help="serve the pushed model versions over "

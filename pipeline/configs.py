@@ -29,6 +29,9 @@ class PipelineConfig:
   output_dir: str = defaults.OUTPUT_DIR
   pipeline_root: Optional[str] = None  # default: <output_dir>/pipeline
   metadata_path: Optional[str] = None  # default: <output_dir>/metadata.sqlite
+  # A shared ML Metadata store in MySQL/MariaDB, mysql://USER[:PASS]@HOST:PORT/DB,
+  # instead of the SQLite file (see `mysql_parts`).
+  metadata_server: Optional[str] = None
   serving_dir: Optional[str] = None  # default: <output_dir>/serving_model
   serving_model_name: str = defaults.MODEL_NAME
   pipeline_name: str = defaults.PIPELINE_NAME
@@ -61,6 +64,8 @@ class PipelineConfig:
     for name in ("max_regression", "min_label_share", "max_label_drift"):
       if not 0 <= getattr(self, name) <= 1:
         raise ConfigError(f"{name} must be between 0 and 1")
+    if self.metadata_server is not None:
+      mysql_parts(self.metadata_server)  # a clear error for a bad URI
     try:
       self.budget  # pylint: disable=pointless-statement
       tuning.check_validation_share(self.validation_share)
@@ -77,10 +82,27 @@ class PipelineConfig:
 
   @property
   def metadata_uri(self) -> str:
-    """ML Metadata's SQLite file: always local (SQLite cannot live on gs://)."""
+    """The ML Metadata store: a mysql:// URI, or the SQLite file (always
+    local: SQLite cannot live on gs://)."""
+    if self.metadata_server:
+      return self.metadata_server
     if self.metadata_path:
       return self.metadata_path
     return _join(self.local_dir, defaults.METADATA_FILE)
+
+  @property
+  def shared_metadata(self) -> bool:
+    """A database server other runs (other output dirs) may use too."""
+    return bool(self.metadata_server)
+
+  @property
+  def metadata_shown(self) -> str:
+    """The store as messages show it: never with its password."""
+    return redact(self.metadata_uri)
+
+  @property
+  def metadata_exists(self) -> bool:
+    return self.shared_metadata or os.path.exists(self.metadata_uri)
 
   @property
   def local_dir(self) -> str:
@@ -142,7 +164,7 @@ class PipelineConfig:
           not os.path.isdir(value)):
         raise ConfigError(f"--{name.replace('_', '-')} {value} is a file, "
                           "not a directory")
-    if os.path.isdir(self.metadata_uri):
+    if not self.shared_metadata and os.path.isdir(self.metadata_uri):
       raise ConfigError(f"--metadata-path {self.metadata_uri} is a directory; "
                         "it names ML Metadata's SQLite file")
     parent = os.path.dirname(os.path.abspath(self.local_dir))
@@ -150,6 +172,30 @@ class PipelineConfig:
       parent = os.path.dirname(parent)
     if parent and not os.path.isdir(parent):
       raise ConfigError(f"--output-dir {self.local_dir}: {parent} is a file")
+
+
+def mysql_parts(uri: str) -> Dict[str, Any]:
+  """mysql://USER[:PASS]@HOST:PORT/DB -> host, port, database, user, password."""
+  from urllib.parse import unquote, urlsplit  # pylint: disable=g-import-not-at-top
+  usage = "expected mysql://USER[:PASSWORD]@HOST:PORT/DATABASE"
+  try:
+    parts = urlsplit(uri)
+    port = parts.port
+  except ValueError as e:
+    raise ConfigError(f"--metadata-uri {redact(uri)}: {e}; {usage}") from None
+  database = parts.path.lstrip("/")
+  if (parts.scheme != "mysql" or not parts.hostname or not parts.username
+      or not port or not database or "/" in database or parts.query):
+    raise ConfigError(f"--metadata-uri {redact(uri)}: {usage}")
+  return {"host": parts.hostname, "port": port, "database": database,
+          "user": unquote(parts.username),
+          "password": unquote(parts.password or "")}
+
+
+def redact(uri: str) -> str:
+  """The URI without its password, for messages."""
+  import re  # pylint: disable=g-import-not-at-top
+  return re.sub(r"(//[^:/@]*):[^@/]*@", r"\1:***@", uri)
 
 
 def _join(base: str, *parts: str) -> str:

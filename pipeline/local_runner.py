@@ -119,6 +119,19 @@ def with_dependencies(beam_args: List[str]) -> List[str]:
   return list(beam_args) + [f"--setup_file={setup_py}"]
 
 
+def metadata_connection(config: PipelineConfig):
+  """TFX's connection config: the SQLite file, or the MySQL/MariaDB store."""
+  from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
+  if config.shared_metadata:
+    from pipeline.configs import mysql_parts  # pylint: disable=g-import-not-at-top
+    p = mysql_parts(config.metadata_server)
+    return tfx.orchestration.metadata.mysql_metadata_connection_config(
+        host=p["host"], port=p["port"], database=p["database"],
+        username=p["user"], password=p["password"])
+  return tfx.orchestration.metadata.sqlite_metadata_connection_config(
+      config.metadata_uri)
+
+
 def specifics(config: PipelineConfig, data_dir: str):
   """What the local run puts into the DAG: SQLite ML Metadata, a resolver
   that skips the candidate (so a rerun is fully cached), our Beam args."""
@@ -129,9 +142,7 @@ def specifics(config: PipelineConfig, data_dir: str):
   return RunnerSpecifics(
       baseline=baseline.resolver_skipping_candidate,
       beam_pipeline_args=with_dependencies(config.beam_args),
-      metadata_connection_config=(
-          tfx.orchestration.metadata.sqlite_metadata_connection_config(
-              config.metadata_uri)),
+      metadata_connection_config=metadata_connection(config),
       data_fingerprint=fingerprint(data_dir))
 
 

@@ -86,7 +86,10 @@ def exclusive(config: PipelineConfig) -> Iterator[None]:
   when not even the lock file can be written.
   """
   paths = [(os.path.join(config.local_dir, LOCK_FILE), config.local_dir)]
-  metadata_dir = os.path.dirname(os.path.abspath(config.metadata_uri))
+  # A database server takes its own transactions: runs of other output dirs
+  # share it at once (that is what it is for).
+  metadata_dir = (config.local_dir if config.shared_metadata else
+                  os.path.dirname(os.path.abspath(config.metadata_uri)))
   if os.path.abspath(metadata_dir) != os.path.abspath(config.local_dir):
     paths.append((config.metadata_uri + ".lock", config.metadata_uri))
   with contextlib.ExitStack() as stack:
@@ -108,10 +111,12 @@ def close_interrupted(config: PipelineConfig, reason: str) -> List[str]:
   """Marks executions still RUNNING as CANCELED and removes their partial
   output dirs; returns one line per execution.
 
-  Only safe while `exclusive` is held: then no live run owns them.
+  Only safe while `exclusive` is held: then no live run owns them. In a
+  shared store, only the executions that wrote into this output dir's
+  pipeline root are this dir's to close: other dirs' runs may be live.
   """
   metadata_path = config.metadata_uri
-  if not os.path.exists(metadata_path):
+  if not config.metadata_exists:
     return []
   from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
   from results import metadata  # pylint: disable=g-import-not-at-top
@@ -120,6 +125,9 @@ def close_interrupted(config: PipelineConfig, reason: str) -> List[str]:
   artifact = metadata_store_pb2.Artifact
   stale = [e for e in store.get_executions()
            if e.last_known_state in (execution.RUNNING, execution.NEW)]
+  if config.shared_metadata:
+    ours = {eid for eid, _ in _artifact_dirs(config.pipeline_root_uri)}
+    stale = [e for e in stale if e.id in ours]
   lines = []
   for e in stale:
     e.last_known_state = execution.CANCELED
@@ -174,7 +182,7 @@ def move_orphans(config: PipelineConfig) -> List[str]:
   if "://" in root:
     return []
   known = 0
-  if os.path.exists(config.metadata_uri):
+  if config.metadata_exists:
     from results import metadata  # pylint: disable=g-import-not-at-top
     known = metadata.max_execution_id(
         metadata.open_store(config.metadata_uri))
@@ -187,7 +195,7 @@ def move_orphans(config: PipelineConfig) -> List[str]:
     dest = os.path.join(target, os.path.relpath(path, root))
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     shutil.move(path, dest)
-  return [f"ML Metadata ({config.metadata_uri}) does not know {len(orphans)} "
+  return [f"ML Metadata ({config.metadata_shown}) does not know {len(orphans)} "
           f"artifact director{'y' if len(orphans) == 1 else 'ies'} under {root} "
           "(was the store deleted or replaced?): moved to "
           f"{target} so that no new artifact is written over them"]
@@ -203,12 +211,12 @@ def recover(config: PipelineConfig, reason: str) -> List[str]:
     lines = close_interrupted(config, reason)
     lines += move_orphans(config)
   except Exception as e:  # pylint: disable=broad-except
-    if not os.path.exists(config.metadata_uri) or "query" not in str(e):
+    if not config.metadata_exists or "query" not in str(e):
       raise
     found = re.search(r"executing query: (.*?) query:", str(e))
     cause = found.group(1) if found else str(e).splitlines()[0][:200]
     raise MetadataUnreadable(
-        f"the ML Metadata store {config.metadata_uri} cannot be read ({cause}); "
+        f"the ML Metadata store {config.metadata_shown} cannot be read ({cause}); "
         "move it aside to start a new store (the next run then moves the "
         f"artifacts it no longer knows to {os.path.join(config.local_dir, ORPHANS_DIR)})"
     ) from None

@@ -32,14 +32,29 @@ class NodeRun:
   outputs: Dict[str, List[metadata_store_pb2.Artifact]]
 
 
-def open_store(sqlite_path: str,
-               readonly: bool = True) -> metadata_store.MetadataStore:
+def connection_config(uri: str,
+                      readonly: bool = True) -> metadata_store_pb2.ConnectionConfig:
+  """A mysql:// URI (see `pipeline.configs.mysql_parts`) or a SQLite path."""
   config = metadata_store_pb2.ConnectionConfig()
-  config.sqlite.filename_uri = sqlite_path
+  if uri.startswith("mysql://"):
+    from pipeline.configs import mysql_parts  # pylint: disable=g-import-not-at-top
+    parts = mysql_parts(uri)
+    config.mysql.host = parts["host"]
+    config.mysql.port = parts["port"]
+    config.mysql.database = parts["database"]
+    config.mysql.user = parts["user"]
+    config.mysql.password = parts["password"]
+    return config
+  config.sqlite.filename_uri = uri
   config.sqlite.connection_mode = (
       metadata_store_pb2.SqliteMetadataSourceConfig.READONLY if readonly else
       metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE)
-  return metadata_store.MetadataStore(config)
+  return config
+
+
+def open_store(uri: str, readonly: bool = True) -> metadata_store.MetadataStore:
+  """The store at `uri`: a SQLite file, or a MySQL/MariaDB database."""
+  return metadata_store.MetadataStore(connection_config(uri, readonly))
 
 
 def max_execution_id(store: metadata_store.MetadataStore) -> int:

@@ -79,9 +79,21 @@ def describe_failure(error: BaseException, log_path: Optional[str] = None,
     return full
   # Our own errors (a bad IDX file, anomalies) already say which file and
   # what is wrong; otherwise the root cause says more than TFX's wrappers.
+  if any(cannot_connect(e) for e in chain):
+    return CANNOT_CONNECT
   cause = next((e for e in chain if type(e).__module__.split(".")[0] in
                 _OUR_PACKAGES), chain[-1])
   return f"{type(cause).__name__}: {cause}".splitlines()[0]
+
+
+# ML Metadata's words when a database server does not answer or refuses us.
+_MYSQL_UNREACHABLE = "mysql_real_connect failed"
+CANNOT_CONNECT = ("cannot connect to the ML Metadata database server: check --metadata-uri "
+                  "(host, port, user, password, database) and that the server is running")
+
+
+def cannot_connect(error: BaseException) -> bool:
+  return _MYSQL_UNREACHABLE in str(error)
 
 
 STATUSES = ("running", "succeeded", "failed", "interrupted")
@@ -120,7 +132,7 @@ def build(config: PipelineConfig, data_dir: str, total_seconds: float,
     summary["error"] = describe_failure(error, log_path, config.local_dir)
   elif status == "interrupted":
     summary["error"] = INTERRUPTED
-  if not read_metadata or not os.path.exists(config.metadata_uri):
+  if not read_metadata or not config.metadata_exists:
     return summary
   try:
     store = metadata.open_store(config.metadata_uri)
