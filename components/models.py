@@ -131,9 +131,14 @@ class Hyperparameters:
     return strict_from_dict(cls, d, "hyperparameters")
 
 
-def build_model(hp: Hyperparameters, steps_per_epoch: int):
-  """A compiled Keras model for `hp`: flat [N, 784] floats in, 10 scores out."""
-  import keras  # pylint: disable=g-import-not-at-top
+def build_model(hp: Hyperparameters, steps_per_epoch: int, keras=None):
+  """A compiled Keras model for `hp`: flat [N, 784] floats in, 10 scores out.
+
+  `keras`: the Keras module (default Keras 3); two-worker training passes
+  `tf_keras`, whose layers and weights come in the same order.
+  """
+  if keras is None:
+    import keras  # pylint: disable=g-import-not-at-top,redefined-outer-name
 
   inputs = keras.Input(shape=(features.IMAGE_SIZE,),
                        name=features.TRANSFORMED_IMAGE_KEY)

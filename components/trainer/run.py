@@ -9,10 +9,13 @@ results are comparable with it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import tempfile
 import time
+import types
 from typing import List, Tuple
 
 import keras
@@ -24,7 +27,7 @@ from tfx_bsl.public import tfxio
 
 from components import features, tuning
 from components.models import Hyperparameters, build_model
-from components.trainer import export
+from components.trainer import export, multi_worker
 
 _LOG = logging.getLogger("mnist_tfx.trainer")  # shown as progress by the CLI
 HISTORY_FILE = "history.json"  # per-epoch metrics, in the model run dir
@@ -97,13 +100,25 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                               tft_output)
   _LOG.info("loaded %d train and %d eval examples", len(x_train), len(x_eval))
   steps_per_epoch = -(-len(x_train) // hp.batch_size)
-  with _strategy(hp.distribution).scope():
-    model = build_model(hp, steps_per_epoch)
-  history = model.fit(
-      x_train, y_train, batch_size=hp.batch_size, epochs=hp.epochs,
-      shuffle=True, validation_data=(x_eval, y_eval),
-      validation_batch_size=_READ_BATCH // 4, verbose=0,
-      callbacks=callbacks(fn_args.model_run_dir))
+  if hp.distribution == "multi_worker_mirrored" and "TF_CONFIG" not in os.environ:
+    # No cluster described: a chief and a worker here (see multi_worker).
+    _LOG.info("training with %d local workers (MultiWorkerMirroredStrategy)",
+              multi_worker.WORKERS)
+    with tempfile.TemporaryDirectory(prefix="mnist-tfx-workers-") as work_dir:
+      weights, epochs = multi_worker.train(work_dir, hp.to_dict(), x_train,
+                                           y_train, x_eval, y_eval)
+    model = build_model(dataclasses.replace(hp, distribution="none"),
+                        steps_per_epoch)
+    model.set_weights(weights)
+    history = types.SimpleNamespace(history=epochs)
+  else:
+    with _strategy(hp.distribution).scope():
+      model = build_model(hp, steps_per_epoch)
+    history = model.fit(
+        x_train, y_train, batch_size=hp.batch_size, epochs=hp.epochs,
+        shuffle=True, validation_data=(x_eval, y_eval),
+        validation_batch_size=_READ_BATCH // 4, verbose=0,
+        callbacks=callbacks(fn_args.model_run_dir))
   export.export(model, tft_output, fn_args.serving_model_dir)
   tf.io.gfile.makedirs(fn_args.model_run_dir)
   with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE),
