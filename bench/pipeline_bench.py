@@ -187,7 +187,7 @@ def report(r: Dict[str, Any]) -> str:
       f"peak RSS {k['peak_rss_mb']} MB",
       f"pipeline    : {p['seconds']:6.1f}s  accuracy {p['accuracy']:.4f}  "
       f"peak RSS {p['peak_rss_mb']} MB  blessed={p['blessed']}",
-      f"ratio       : {r['ratio_fresh']:.2f}x (target <= 2x)",
+      f"ratio       : {r['ratio_fresh']:.2f}x (target <= 1.5x)",
       f"cached rerun: {c['seconds']:6.1f}s  = {r['ratio_cached']:.2f}x plain "
       f"(target <= 0.3x)  all cached={c['all_cached']}  "
       f"pushed new={c['pushed_new']}  peak RSS {c['peak_rss_mb']} MB",
