@@ -182,8 +182,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
       data_dir = data.ensure_mnist()
     except data.DownloadError as e:
       return _refuse_run(config, str(e), EXIT_FAILED)
-  # Only the C++ noise: the run's own warnings go to its log file.
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  _quiet_cpp()  # the run's own warnings go to its log file
   from pipeline import local_runner, workspace
   from results import summary  # pylint: disable=g-import-not-at-top
   signal.signal(signal.SIGTERM, _interrupt)  # stop as Ctrl-C does
@@ -321,9 +320,19 @@ def _quiet_tfma() -> None:
     logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def _quiet_cpp() -> None:
+  """Before TF's and ML Metadata's import: no C++ log lines on the terminal.
+
+  Our own messages say what failed (e.g. a database server that does not
+  answer); TF's and ML Metadata's C++ logs would only repeat it, unasked.
+  """
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  os.environ.setdefault("GLOG_minloglevel", "3")  # ML Metadata's glog
+
+
 def _quiet_tensorflow() -> None:
   """Before TF's import: no C++ log noise, no Google libraries' FutureWarnings."""
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  _quiet_cpp()
   warnings.simplefilter("ignore", FutureWarning)
 
 

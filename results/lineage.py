@@ -76,14 +76,12 @@ class _Graph:
       side.setdefault(ev.execution_id, {}).setdefault(key, []).append(ev.artifact_id)
       if ev.type in _OUTPUT:
         self.producer.setdefault(ev.artifact_id, ev.execution_id)
-    run_type = self.store.get_context_type("pipeline_run").id
     self.run_of: Dict[int, str] = {}
     self.runs = sorted(self.store.get_contexts_by_type("pipeline_run"),
                        key=lambda c: c.id, reverse=True)
     for run in self.runs:
       for e in self.store.get_executions_by_context(run.id):
         self.run_of.setdefault(e.id, run.name)
-    del run_type
     self.node = {e: metadata.node_name(self.store, e) for e in self.executions}
 
   def where(self, execution_id: int) -> Dict[str, Any]:

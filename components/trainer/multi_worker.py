@@ -66,8 +66,8 @@ def train(work_dir: str, hp: Dict[str, Any], x_train: np.ndarray,
   deadline = time.monotonic() + _TIMEOUT_SECONDS
   try:
     while any(p.poll() is None for p, _ in procs):
-      failed = [i for i, (p, _) in enumerate(procs) if p.poll() not in (None, 0)]
-      if failed or time.monotonic() > deadline:
+      if any(p.poll() not in (None, 0) for p, _ in procs) or (
+          time.monotonic() > deadline):
         break  # one worker died: the other would wait for it forever
       time.sleep(0.5)
   finally:
@@ -78,8 +78,9 @@ def train(work_dir: str, hp: Dict[str, Any], x_train: np.ndarray,
       log.close()
   codes = [p.returncode for p, _ in procs]
   if codes != [0] * WORKERS:
-    with open(os.path.join(work_dir, f"worker-{codes.index(next(c for c in codes if c != 0))}.log"),
-              "rb") as f:
+    # The one that exited with an error, not the one killed after it.
+    failed = max(range(WORKERS), key=lambda i: (codes[i] or 0) > 0)
+    with open(os.path.join(work_dir, f"worker-{failed}.log"), "rb") as f:
       tail = f.read()[-1500:].decode(errors="replace")
     raise RuntimeError(f"two-worker training failed (exit codes {codes}); "
                        f"the failing worker's log ends:\n{tail}")
