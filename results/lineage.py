@@ -116,18 +116,22 @@ def _accuracy(evaluation_uri: str) -> Optional[Any]:
 
 def _trained(graph: _Graph, trainer: int) -> Dict[str, Any]:
   """The Trainer's hyperparameters as trained (the Tuner's best, if any)."""
-  from components.trainer.run import HISTORY_FILE  # pylint: disable=g-import-not-at-top
+  from results.summary import trained_hyperparameters  # pylint: disable=g-import-not-at-top
   config = _property(graph.executions[trainer], "custom_config") or {}
   hp = dict(config.get("hyperparameters") or {})
   run = graph.output(trainer, "model_run")
-  if run is not None:
-    try:
-      with open(os.path.join(graph.artifacts[run].uri, HISTORY_FILE),
-                encoding="utf-8") as f:
-        hp = json.load(f)["hyperparameters"]
-    except (OSError, ValueError, KeyError):
-      pass
+  trained = trained_hyperparameters(graph.artifacts[run].uri) if run else None
+  if trained is not None:
+    hp = trained.to_dict()
   return {"hyperparameters": hp, "code": config.get("code")}
+
+
+def _pushed_version(artifact: Artifact) -> Optional[int]:
+  """The version a Pusher artifact records, or None when nothing was pushed."""
+  props = artifact.custom_properties
+  if "pushed" not in props or props["pushed"].int_value != 1:
+    return None
+  return int(props["pushed_version"].string_value)
 
 
 def _changed(hp: Dict[str, Any]) -> Dict[str, Any]:
@@ -164,12 +168,12 @@ def runs(store: Store) -> List[Dict[str, Any]]:
         row["why"] = _why(graph, by_node["Evaluator"].id, result)
     if "ServingPusher" in by_node:
       pushed = graph.output(by_node["ServingPusher"].id, "pushed_model")
-      if pushed is not None:
-        props = graph.artifacts[pushed].custom_properties
-        if props.get("pushed") and props["pushed"].int_value == 1:
-          row["pushed_version"] = int(props["pushed_version"].string_value)
-          row["pushed_new"] = (states["ServingPusher"] == "complete" and
-                               props["pushed_new"].int_value == 1)
+      version = _pushed_version(graph.artifacts[pushed]) if pushed else None
+      if version is not None:
+        row["pushed_version"] = version
+        row["pushed_new"] = (
+            states["ServingPusher"] == "complete" and
+            graph.artifacts[pushed].custom_properties["pushed_new"].int_value == 1)
     rows.append(row)
   return rows
 
@@ -199,11 +203,10 @@ def _pusher_of(graph: _Graph, version: Optional[int]) -> Tuple[int, int]:
   """(Pusher execution, pushed_model artifact) of `version` (None: the newest)."""
   found = []
   for artifact_id, execution in graph.producer.items():
-    a = graph.artifacts[artifact_id]
-    props = a.custom_properties
-    if graph.node[execution] == "ServingPusher" and props.get("pushed") and (
-        props["pushed"].int_value == 1):
-      found.append((int(props["pushed_version"].string_value), execution, artifact_id))
+    pushed = (_pushed_version(graph.artifacts[artifact_id])
+              if graph.node[execution] == "ServingPusher" else None)
+    if pushed is not None:
+      found.append((pushed, execution, artifact_id))
   if not found:
     raise LineageError("no pushed version in this store")
   if version is None:
@@ -220,10 +223,10 @@ def lineage(store: Store, version: Optional[int] = None) -> Dict[str, Any]:
   from components.evaluation import thresholds  # pylint: disable=g-import-not-at-top
   graph = _Graph(store)
   pusher, pushed = _pusher_of(graph, version)
-  props = graph.artifacts[pushed].custom_properties
   chain: Dict[str, Any] = {
-      "version": int(props["pushed_version"].string_value),
-      "path": props["pushed_destination"].string_value,
+      "version": _pushed_version(graph.artifacts[pushed]),
+      "path": graph.artifacts[pushed].custom_properties[
+          "pushed_destination"].string_value,
       "push": graph.made(pushed)}
 
   blessing = graph.input(pusher, "model_blessing")

@@ -174,7 +174,7 @@ def build(config: PipelineConfig, data_dir: str, total_seconds: float,
         blessed=result.blessed,
         blessing=_blessing_reason(config, result))
   model_run = _first(nodes, "Trainer", "model_run")
-  trained = _trained_hyperparameters(model_run.uri) if model_run else None
+  trained = trained_hyperparameters(model_run.uri) if model_run else None
   if trained is not None:  # what was trained: the Tuner's choice, if any
     summary["hyperparameters"] = dict(trained.to_dict(),
                                       hidden_units=list(trained.layers))
@@ -203,7 +203,7 @@ def build(config: PipelineConfig, data_dir: str, total_seconds: float,
   return summary
 
 
-def _trained_hyperparameters(model_run_uri: str):
+def trained_hyperparameters(model_run_uri: str):
   """The hyperparameters the Trainer recorded (None: not there or unreadable)."""
   from components.models import Hyperparameters  # pylint: disable=g-import-not-at-top
   from components.trainer.run import HISTORY_FILE  # pylint: disable=g-import-not-at-top
