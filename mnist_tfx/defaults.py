@@ -51,5 +51,6 @@ BODY_TIMEOUT_SECONDS = 10.0
 MAX_TENSOR_ELEMENTS = MAX_PAYLOAD_BYTES
 BATCH_SIZE = 32  # --max-batch-size
 BATCH_TIMEOUT_MICROS = 2000  # --batch-timeout-micros
+GREEDY_TURNS = 3  # event-loop turns a greedy batch gathers requests for
 MAX_BATCH_SIZE_LIMIT = 4096
 MAX_BATCH_TIMEOUT_MICROS = 1_000_000

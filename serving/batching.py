@@ -7,6 +7,7 @@ request among good ones), each request is run alone, so an error stays with
 the request that caused it.
 """
 
+import asyncio
 import queue
 import threading
 import time
@@ -15,6 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from mnist_tfx import defaults
 from serving.model_store import ServingError
 
 Inputs = Dict[str, np.ndarray]
@@ -133,36 +135,46 @@ class GreedyBatcher:
   """Batching that costs nothing at low load, for an asyncio server.
 
   A request queues for its (model version, signature, row shape) and, if it
-  is the first, schedules a drain on the event loop: after the loop has run
-  what is ready (other requests being read and parsed), the drain runs
-  everything queued, up to `max_batch_size` rows a call, inline on the
-  loop. No timer: a lone request waits one loop turn; under load, requests
-  that arrived together share one model call.
+  is the first, schedules a drain on the event loop: after the loop has
+  turned `turns` times (each turn reads whatever requests have arrived on
+  any connection, a poll that does not wait), the drain runs everything
+  queued, up to `max_batch_size` rows a call, inline on the loop. No timer:
+  a lone request waits a few idle turns (microseconds); under load,
+  requests that arrived together share one model call. One turn leaves
+  concurrent clients in small groups (5 rows a call with 16 clients,
+  measured); three gather them all (16).
   """
 
-  def __init__(self, run: Runner, max_batch_size: int = 32):
-    if max_batch_size < 1:
-      raise ValueError("max_batch_size must be >= 1")
+  def __init__(self, run: Runner, max_batch_size: int = 32,
+               turns: int = defaults.GREEDY_TURNS):
+    if max_batch_size < 1 or turns < 1:
+      raise ValueError("max_batch_size and turns must be >= 1")
     self._run = run
     self.max_batch_size = max_batch_size
+    self.turns = turns
     self._pending: Dict[Tuple, List[Tuple]] = {}
     self.calls = 0
     self.rows = 0
 
   async def __call__(self, key: Tuple, fn: Any, inputs: Inputs) -> Dict[str, np.ndarray]:
-    import asyncio  # pylint: disable=g-import-not-at-top
     rows = len(next(iter(inputs.values())))
     if rows >= self.max_batch_size:
       return self._count(fn, inputs, rows)
-    full_key = (key, tuple((k, v.dtype.str, v.shape[1:])
-                           for k, v in sorted(inputs.items())))
+    # One signature's inputs always come in its own order: no sorting.
+    full_key = (key, tuple((k, v.dtype.str, v.shape[1:]) for k, v in inputs.items()))
     loop = asyncio.get_running_loop()
     future = loop.create_future()
     pending = self._pending.setdefault(full_key, [])
     pending.append((fn, inputs, rows, future))
     if len(pending) == 1:
-      loop.call_soon(self._drain, full_key)
+      loop.call_soon(self._drain_after, full_key, self.turns)
     return await future
+
+  def _drain_after(self, key: Tuple, turns: int) -> None:
+    if turns > 1:
+      asyncio.get_running_loop().call_soon(self._drain_after, key, turns - 1)
+    else:
+      self._drain(key)
 
   def _count(self, fn: Any, inputs: Inputs, rows: int) -> Dict[str, np.ndarray]:
     self.calls += 1

@@ -139,6 +139,29 @@ def test_greedy_batcher_merges_what_arrives_together_without_waiting():
   assert calls == [1]
 
 
+def test_greedy_batcher_gathers_what_arrives_within_its_turns():
+  """A request that arrives a loop turn after the first joins its batch."""
+  import asyncio
+
+  async def staggered(batcher, gap_turns):
+    loop = asyncio.get_running_loop()
+    first = asyncio.ensure_future(batcher(("k",), None, {"x": np.ones((1, 3), np.float32)}))
+    for _ in range(gap_turns):
+      await asyncio.sleep(0)  # one loop turn
+    second = loop.create_task(batcher(("k",), None, {"x": np.ones((1, 3), np.float32)}))
+    return await asyncio.gather(first, second)
+
+  for turns, expected in ((1, [1, 1]), (3, [2])):
+    calls = []
+    batcher = GreedyBatcher(_greedy_run(calls), max_batch_size=8, turns=turns)
+    results = asyncio.run(staggered(batcher, 1))
+    assert calls == expected, turns
+    for result in results:
+      np.testing.assert_array_equal(result["y"], [[2, 2, 2]])
+  with pytest.raises(ValueError):
+    GreedyBatcher(_greedy_run([]), turns=0)
+
+
 def test_greedy_batcher_keeps_an_error_with_its_request():
   calls = []
   batcher = GreedyBatcher(_greedy_run(calls), max_batch_size=8)
