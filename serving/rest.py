@@ -20,6 +20,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import orjson
+import simdjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -145,6 +146,56 @@ def to_array(value: Any, spec) -> np.ndarray:
   return array
 
 
+class NumericBody:
+  """A predict body that is one regular 2-D tensor of JSON numbers.
+
+  The common request, `{"instances": [[784 numbers], ...]}` (or `"inputs"`),
+  read by simdjson straight into one buffer of doubles: no Python object per
+  value (orjson + numpy cost ~35 us a 784-value row, this ~7 us). `read`
+  gives None for any other body, and the full parser decides, with all its
+  checks and error messages.
+  """
+
+  def __init__(self, key: str, values: np.ndarray, raw: bytes):
+    self.raw = raw  # for a signature this form does not fit
+    self.form = "row" if key == "instances" else "columnar"
+    self.values = values  # float64 [N, W], exactly what np.asarray would give
+
+  @classmethod
+  def read(cls, raw: bytes) -> Optional["NumericBody"]:
+    try:
+      doc = simdjson.Parser().parse(raw)
+      if not isinstance(doc, simdjson.Object) or len(doc) != 1:
+        return None  # other keys, or one key twice
+      key, = doc.keys()
+      rows = doc[key] if key in ("instances", "inputs") else None
+      if not isinstance(rows, simdjson.Array) or not len(rows):
+        return None
+      # Numbers only (no strings, bools, nulls, objects, or numbers past
+      # int64 or double), with nested arrays flattened...
+      flat = np.frombuffer(rows.as_buffer(of_type="d"), dtype=np.float64)
+      # ... so the structure is checked apart: every row an array of one
+      # width, and no '[' but the outer one and one per row (no nesting:
+      # with no strings in the body, every '[' opens an array).
+      width = len(rows[0])
+      if (raw.count(b"[") != len(rows) + 1 or width < 1
+          or any(len(row) != width for row in rows)):
+        return None
+      return cls(key, flat.reshape(len(rows), width), raw)
+    except Exception:  # pylint: disable=broad-except
+      return None  # not this simple form: the full parser says what it is
+
+  def inputs(self, specs: Dict[str, Any]) -> Optional[Dict[str, np.ndarray]]:
+    """The inputs for a one-input float signature (as `to_array` makes them)."""
+    if len(specs) != 1:
+      return None
+    (name, spec), = specs.items()
+    dtype = _dtype(spec)
+    if dtype.kind != "f" or spec.shape.rank not in (None, 2):
+      return None
+    return {name: self.values.astype(dtype)}
+
+
 def parse_predict(body: Dict[str, Any], specs: Dict[str, Any]
                   ) -> Tuple[Dict[str, np.ndarray], str]:
   """Request body (a JSON object) -> ({input: array}, "row" | "columnar")."""
@@ -248,9 +299,11 @@ class RestApi:
   async def _post(self, scope, receive, m) -> Tuple[int, bytes, bool]:
     """(status, JSON body, close the connection) for a predict/classify POST."""
     try:
-      body, size = await self._body(scope, receive)
+      raw = await self._body(scope, receive)
+      size = len(raw)
       name, version = m.group(1), _version(m.group(2))
       kind = m.group(3).lower()
+      body = (kind == "predict" and NumericBody.read(raw)) or parse_json(raw)
       handler = {"predict": self._predict, "classify": self._classify}.get(kind)
       if handler is None:
         raise ServingError("UNIMPLEMENTED", "regress is not supported by this model")
@@ -301,7 +354,7 @@ class RestApi:
       _LOG.error("internal error on %s %s: %r", request.method, path, e)
       return error("INTERNAL", f"internal error: {type(e).__name__}")
 
-  async def _body(self, scope, receive) -> Tuple[Any, int]:
+  async def _body(self, scope, receive) -> bytes:
     size = 0
     for key, value in scope["headers"]:
       if key == b"content-length":
@@ -315,21 +368,10 @@ class RestApi:
     try:
       # asyncio.timeout: no task per request, unlike wait_for.
       async with asyncio.timeout(self.body_timeout):
-        raw = await self._read(receive)
+        return await self._read(receive)
     except TimeoutError:
       raise _BodyTimeout(f"the request body did not arrive within "
                          f"{self.body_timeout:g} s") from None
-    if json_depth(raw) > defaults.MAX_JSON_DEPTH:
-      raise ServingError("INVALID_ARGUMENT", "JSON Parse error: nesting deeper "
-                         f"than {defaults.MAX_JSON_DEPTH} levels")
-    try:
-      return orjson.loads(raw), len(raw)
-    except orjson.JSONDecodeError:
-      pass  # the standard parser reads what orjson refuses, or says why not
-    try:
-      return json.loads(raw, parse_constant=lambda c: _json_finite(float(c))), len(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-      raise ServingError("INVALID_ARGUMENT", f"JSON Parse error: {e}") from e
 
   async def _read(self, receive) -> bytes:
     chunks, got = [], 0
@@ -350,6 +392,12 @@ class RestApi:
   def _predict_request(self, name: str, version: Optional[int], body: Any):
     """(servable, signature name, its function, inputs, form)."""
     servable = self.store.get(name, version)
+    if isinstance(body, NumericBody):
+      fn, specs = service.input_specs(servable, DEFAULT_SIGNATURE)
+      inputs = body.inputs(specs)
+      if inputs is not None:
+        return servable, DEFAULT_SIGNATURE, fn, inputs, body.form
+      body = parse_json(body.raw)
     if not isinstance(body, dict):
       raise ServingError("INVALID_ARGUMENT", "request body must be a JSON object")
     signature = _signature_name(body, DEFAULT_SIGNATURE)
@@ -410,6 +458,21 @@ class RestApi:
             "metadata": {"signature_def": json_format.MessageToDict(
                 service.signature_def_map(servable),
                 preserving_proto_field_name=True)}}
+
+
+def parse_json(raw: bytes) -> Any:
+  """A request body's JSON, with TF Serving's refusals (depth, NaN)."""
+  if json_depth(raw) > defaults.MAX_JSON_DEPTH:
+    raise ServingError("INVALID_ARGUMENT", "JSON Parse error: nesting deeper "
+                       f"than {defaults.MAX_JSON_DEPTH} levels")
+  try:
+    return orjson.loads(raw)
+  except orjson.JSONDecodeError:
+    pass  # the standard parser reads what orjson refuses, or says why not
+  try:
+    return json.loads(raw, parse_constant=lambda c: _json_finite(float(c)))
+  except (ValueError, UnicodeDecodeError, RecursionError) as e:
+    raise ServingError("INVALID_ARGUMENT", f"JSON Parse error: {e}") from e
 
 
 def _version(text: Optional[str]) -> Optional[int]:

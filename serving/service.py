@@ -31,12 +31,13 @@ def check_inputs(inputs: Dict[str, np.ndarray]) -> None:
   if images.shape[1:] not in _IMAGE_SHAPES or images.shape[0] < 1:
     raise ServingError("INVALID_ARGUMENT", f"images must be shaped "
                        f"{_SHAPES_TEXT} with N >= 1, got {list(images.shape)}")
+  if images.dtype.kind not in "fi" or (
+      images.min() >= features.PIXEL_MIN and images.max() <= features.PIXEL_MAX):
+    return  # in range, hence finite (NaN fails both comparisons)
   if images.dtype.kind == "f" and not np.isfinite(images).all():
     raise ServingError("INVALID_ARGUMENT", "images contain NaN or Inf")
-  if images.dtype.kind in "fi" and (
-      images.min() < features.PIXEL_MIN or images.max() > features.PIXEL_MAX):
-    raise ServingError("INVALID_ARGUMENT", "pixel values must be in "
-                       f"{features.PIXEL_MIN}-{features.PIXEL_MAX}")
+  raise ServingError("INVALID_ARGUMENT", "pixel values must be in "
+                     f"{features.PIXEL_MIN}-{features.PIXEL_MAX}")
 
 
 def input_specs(servable: Servable, signature: str) -> Tuple[Any, Dict[str, Any]]:

@@ -18,6 +18,7 @@ from components import features, pusher
 from components.models import Hyperparameters, build_model
 from components.trainer import export
 from components.model_layout import versions as list_versions
+from serving import rest
 from serving.model_store import ModelStore, wait_for
 from serving.server import RestServer
 from tests import tiny_mnist
@@ -114,6 +115,51 @@ def test_tf_examples_in_b64_and_classify(client, server):
   for pairs, p in zip(results, by_pixels["predictions"]):
     assert [label for label, _ in pairs] == [str(i) for i in range(10)]
     assert max(range(10), key=lambda i: pairs[i][1]) == p["classes"]
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"instances": [[0, 255, 7.5, 1e2, -0.0, 3E-1]]}',
+    b' { "inputs" : [ [1,2] , [3,4] , [5,6] ] } ',
+    b'{"instances": [[' + b",".join(b"%d" % (i % 256) for i in range(784)) + b']]}',
+    b'{"instances": [[9007199254740993, -5]]}',  # past 2**53: rounded as numpy does
+])
+def test_numeric_body_reads_what_the_full_parser_reads(raw):
+  body = rest.NumericBody.read(raw)
+  (key, value), = json.loads(raw).items()
+  assert body is not None and body.form == ("row" if key == "instances" else "columnar")
+  np.testing.assert_array_equal(body.values, np.asarray(value).astype(np.float64))
+  assert body.values.dtype == np.float64
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"instances": [[1, 2], [3, [4]]]}',       # nested, same count of numbers
+    b'{"instances": [[1, 2], [3, 4, 5], [6]]}',  # ragged, same total
+    b'{"instances": [[1, [2]], 3]}',            # a row that is a number
+    b'{"instances": [1, 2, 3]}',                # 1-D
+    b'{"instances": [[[1, 2]], [[3, 4]]]}',     # 3-D: the full parser's job
+    b'{"instances": [[]]}', b'{"instances": []}', b'{"instances": {}}',
+    b'{"instances": [[1, true]]}', b'{"instances": [[1, null]]}',
+    b'{"instances": [[1, "2"]]}', b'{"instances": [[1, {"b64": "AA=="}]]}',
+    b'{"instances": [[1, 1e400]]}', b'{"instances": [[1, 99999999999999999999999]]}',
+    b'{"instances": [[1, NaN]]}', b'{"instances": [[1, 2]]',
+    b'{"instances": [[1, 2]], "instances": [[3, 4]]}',  # a key twice
+    b'{"instances": [[1, 2]], "signature_name": "serving_default"}',
+    b'{"examples": [[1, 2]]}', b'[[1, 2]]', b'"instances"', b'',
+    b'{"instances": [[1, 2]]}\xff', '{"instances": [[1, "\u00e9"]]}'.encode("latin-1"),
+])
+def test_numeric_body_leaves_everything_else_to_the_full_parser(raw):
+  assert rest.NumericBody.read(raw) is None
+
+
+def test_the_numeric_body_path_answers_as_the_full_parser(client):
+  flat = _images(3, seed=3).reshape(3, -1).tolist()
+  assert rest.NumericBody.read(json.dumps({"instances": flat}).encode()) is not None
+  fast = client.post(f"/v1/models/{NAME}:predict", json={"instances": flat}).json()
+  full = client.post(f"/v1/models/{NAME}:predict", json={
+      "signature_name": features.SERVING_SIGNATURE, "instances": flat}).json()
+  assert fast == full
+  columns = client.post(f"/v1/models/{NAME}:predict", json={"inputs": flat}).json()
+  assert columns["outputs"]["classes"] == [p["classes"] for p in fast["predictions"]]
 
 
 GOOD = {"instances": [[[0] * 28] * 28]}
