@@ -72,8 +72,9 @@ bench: setup
 	$(PY) -m bench.pipeline_bench $(if $(MNIST_DIR),--data-dir "$(MNIST_DIR)") $(BENCH_ARGS)
 
 bench-serving: setup
-	@command -v wrk >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null; }
+	@# The load generators: wrk (REST) and h2load (gRPC), Debian's C clients.
+	@command -v wrk >/dev/null && command -v h2load >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk nghttp2-client >/dev/null; }
 	$(PY) -m bench.serving_bench
 
 soak: setup

@@ -1,13 +1,17 @@
 """`make bench-serving`: the in-process SavedModel call vs. REST and gRPC.
 
 The server runs in a subprocess (`mnist-tfx serve`, loopback, free ports).
-The load comes from other processes: wrk (Debian's, a C client) for REST,
-or this process's asyncio httpx client where wrk is missing; grpcio's
-synchronous client (C core) for gRPC, with requests built once. Measured:
+The load comes from C clients in other processes, each request built once:
+wrk for REST and h2load (nghttp2's) for gRPC, both Debian's; where they are
+missing, this process's asyncio httpx client and grpcio's synchronous client.
+Measured:
 - p50/p99 latency of single-image requests sent one after another;
 - throughput with 16 concurrent single-image clients;
 - throughput with 100-image requests.
-Requests are bounded in number and time; everything stays on 127.0.0.1.
+This machine's speed drifts between minutes, so each round measures the
+in-process call right before the APIs and the ratios are per round; the
+median of the rounds is reported. Requests are bounded in number and time;
+everything stays on 127.0.0.1.
 """
 
 import argparse
@@ -17,11 +21,12 @@ import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -35,6 +40,7 @@ CONCURRENT_REQUESTS = 1600
 BIG_BATCH = 100
 BIG_REQUESTS = 60
 TIME_LIMIT = 120.0  # seconds per measurement, at most
+ROUNDS = 3
 
 
 def _free_port() -> int:
@@ -50,20 +56,27 @@ def _percentiles(seconds: List[float]) -> Dict[str, float]:
           "mean_ms": round(float(ms.mean()), 3), "n": len(ms)}
 
 
-def in_process(model_dir: str, image: np.ndarray) -> Dict[str, float]:
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  fn = tf.saved_model.load(model_dir).signatures[features.SERVING_SIGNATURE]
-  x = tf.constant(image[None].astype(np.float32))
-  for _ in range(20):
-    fn(images=x)
-  times = []
-  for _ in range(SEQUENTIAL):
-    t = time.perf_counter()
-    fn(images=x)["probabilities"].numpy()
-    times.append(time.perf_counter() - t)
-  result = _percentiles(times)
-  result["rate_per_s"] = round(1000 / result["mean_ms"], 1)
-  return result
+class InProcess:
+  """The reference: the SavedModel's public call, one image, back to back."""
+
+  def __init__(self, model_dir: str):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    self._fn = tf.saved_model.load(model_dir).signatures[features.SERVING_SIGNATURE]
+    rng = np.random.default_rng(0)
+    self._x = tf.constant(rng.integers(0, 256, (1,) + features.IMAGE_SHAPE
+                                       ).astype(np.float32))
+
+  def measure(self) -> Dict[str, float]:
+    for _ in range(20):
+      self._fn(images=self._x)
+    times = []
+    for _ in range(SEQUENTIAL):
+      t = time.perf_counter()
+      self._fn(images=self._x)["probabilities"].numpy()
+      times.append(time.perf_counter() - t)
+    result = _percentiles(times)
+    result["rate_per_s"] = round(1000 / result["mean_ms"], 1)
+    return result
 
 
 class Rest:
@@ -193,7 +206,7 @@ async def _measure(call, image: np.ndarray, batch: np.ndarray) -> Dict[str, Any]
   return result
 
 
-WRK_SECONDS = 8
+WRK_SECONDS = 5
 
 
 def _wrk_seconds(text: str) -> float:
@@ -242,6 +255,66 @@ def wrk_rest(port: int, image: np.ndarray, batch: np.ndarray, tmp: str
           "batch100_images_per_s": round(rate(big) * BIG_BATCH, 1)}
 
 
+def h2load_grpc(port: int, image: np.ndarray, batch: np.ndarray, tmp: str
+                ) -> Dict[str, Any]:
+  """gRPC measured with h2load (nghttp2's C client), as wrk measures REST.
+
+  A gRPC call is an HTTP/2 POST whose body is the length-prefixed request;
+  each request is built once. h2load sees HTTP status only, and a failed
+  gRPC call is HTTP 200 with its status in the trailers and no message:
+  so every call must have returned exactly the bytes of a good answer
+  (taken first from grpcio's client), else the run fails.
+  """
+  import grpc  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # pylint: disable=g-import-not-at-top
+  url = f"http://127.0.0.1:{port}/tensorflow.serving.PredictionService/Predict"
+
+  def framed(images: np.ndarray) -> Tuple[str, int]:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = defaults.MODEL_NAME
+    request.inputs[features.IMAGES_INPUT].CopyFrom(
+        tf.make_tensor_proto(images.astype(np.float32)))
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+      answer = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
+          request, timeout=60)
+    body = request.SerializeToString()
+    path = os.path.join(tmp, f"request-{len(images)}.bin")
+    with open(path, "wb") as f:
+      f.write(b"\0" + struct.pack(">I", len(body)) + body)
+    return path, 5 + answer.ByteSize()
+
+  def run(body: Tuple[str, int], clients: int, log: Optional[str] = None) -> str:
+    path, answer_bytes = body
+    cmd = ["h2load", "-D", str(WRK_SECONDS), f"-c{clients}",
+           "-m1", f"-t{min(clients, 2)}", "-d", path,
+           "-H", "content-type: application/grpc", "-H", "te: trailers", url]
+    if log:
+      cmd.insert(1, f"--log-file={log}")
+    out = subprocess.run(cmd, capture_output=True, text=True,
+                         timeout=WRK_SECONDS + 60, check=True).stdout
+    done = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) "
+                         r"succeeded", out).group(2))
+    data = int(re.search(r"\((\d+)\) data", out).group(1))
+    if not done or data != done * answer_bytes:
+      raise RuntimeError(f"gRPC calls failed under h2load: {data} bytes of "
+                         f"answers for {done} calls of {answer_bytes} bytes")
+    return out
+
+  def rate(out: str) -> float:
+    return float(re.search(r"finished in [^,]+, ([\d.]+) req/s", out).group(1))
+
+  one, big = framed(image[None]), framed(batch)
+  log = os.path.join(tmp, "h2load.log")
+  run(one, 1, log)
+  with open(log) as f:  # per call: start time, HTTP status, microseconds
+    micros = [int(line.split()[2]) for line in f if line.strip()]
+  seq = _percentiles([m / 1e6 for m in micros])
+  seq["client"] = "h2load"
+  return {"sequential": seq, "concurrent16_req_per_s": rate(run(one, CONCURRENT_CLIENTS)),
+          "batch100_images_per_s": round(rate(run(big, 1)) * BIG_BATCH, 1)}
+
+
 def start_server(base: str, batching: bool,
                   poll_seconds: float = 2.0) -> Dict[str, Any]:
   rest_port, grpc_port = _free_port(), _free_port()
@@ -268,12 +341,58 @@ def start_server(base: str, batching: bool,
   raise RuntimeError("server did not become ready in 120 s")
 
 
+def _median(values: List[float]) -> float:
+  return round(float(np.median(values)), 3)
+
+
+def _summary(rounds: List[Dict[str, Any]]) -> Dict[str, Any]:
+  """Medians over rounds, of the figures and of each round's own ratios."""
+  return {
+      "p50_ms": _median([r["sequential"]["p50_ms"] for r in rounds]),
+      "p99_ms": _median([r["sequential"]["p99_ms"] for r in rounds]),
+      "concurrent16_req_per_s": _median([r["concurrent16_req_per_s"] for r in rounds]),
+      "batch100_images_per_s": _median([r["batch100_images_per_s"] for r in rounds]),
+      "p50_ratio": _median([r["ratios"]["p50"] for r in rounds]),
+      "p99_ratio": _median([r["ratios"]["p99"] for r in rounds]),
+      "concurrent16_ratio": _median([r["ratios"]["concurrent16"] for r in rounds]),
+  }
+
+
+def _line(label: str, s: Dict[str, Any]) -> str:
+  return (f"{label:<22} p50 {s['p50_ms']:6.2f} ms ({s['p50_ratio']:.1f}x)  "
+          f"p99 {s['p99_ms']:6.2f} ms ({s['p99_ratio']:.1f}x)  16 clients "
+          f"{s['concurrent16_req_per_s']:7.1f} req/s ({s['concurrent16_ratio']:.2f}x)  "
+          f"100-image requests {s['batch100_images_per_s']:8.1f} images/s")
+
+
+def _measure_api(api: str, server: Dict[str, Any], image: np.ndarray,
+                 batch: np.ndarray, tmp: str) -> Dict[str, Any]:
+  if api == "gRPC":
+    if shutil.which("h2load"):
+      return h2load_grpc(server["grpc"], image, batch, tmp)
+    return grpc_measure(server["grpc"], image, batch)
+  if shutil.which("wrk"):
+    return wrk_rest(server["rest"], image, batch, tmp)
+
+  async def run():
+    call = Rest(server["rest"])
+    try:
+      return await _measure(call, image, batch)
+    finally:
+      await call.close()
+  return asyncio.run(run())
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m bench.serving_bench")
   parser.add_argument("--model-base-path", default=os.path.join(
       defaults.OUTPUT_DIR, "serving_model", defaults.MODEL_NAME))
   parser.add_argument("--output", default=os.path.join(defaults.OUTPUT_DIR, "bench", "serving.json"))
+  parser.add_argument("--rounds", type=int, default=ROUNDS,
+                      help="rounds with the default server (median reported)")
   args = parser.parse_args(argv)
+  if args.rounds < 1:
+    parser.error("--rounds must be >= 1")
   from components.model_layout import versions as list_versions  # pylint: disable=g-import-not-at-top
   versions = list_versions(args.model_base_path)
   if not versions:
@@ -283,38 +402,48 @@ def main(argv=None) -> int:
   rng = np.random.default_rng(0)  # latency does not depend on the pixels
   image = rng.integers(0, 256, features.IMAGE_SHAPE).astype(np.float32)
   batch = rng.integers(0, 256, (BIG_BATCH,) + features.IMAGE_SHAPE).astype(np.float32)
-  results: Dict[str, Any] = {"in_process": in_process(versions[max(versions)], image)}
-  base = results["in_process"]
-  print(f"in-process SavedModel, 1 image: p50 {base['p50_ms']} ms, p99 "
-        f"{base['p99_ms']} ms, {base['rate_per_s']} calls/s sequential", flush=True)
+  reference = InProcess(versions[max(versions)])
+  results: Dict[str, Any] = {"rounds": args.rounds}
+  print(f"Each round measures the in-process call, then each API; ratios are to "
+        f"that round's in-process call (this machine's speed drifts between "
+        f"rounds). {args.rounds} round(s) with the default server, the median "
+        "reported; one with --enable-batching.", flush=True)
   for batching in (False, True):
     server = start_server(args.model_base_path, batching)
     try:
-      for api in ("REST", "gRPC"):
-        if api == "gRPC":
-          r = grpc_measure(server["grpc"], image, batch)
-        elif shutil.which("wrk"):
+      rounds: Dict[str, List[Dict[str, Any]]] = {"in-process": [], "REST": [], "gRPC": []}
+      for n in range(1 if batching else args.rounds):
+        base = reference.measure()
+        rounds["in-process"].append(base)
+        print(f"round {n + 1}: in-process SavedModel, 1 image: p50 {base['p50_ms']} "
+              f"ms, p99 {base['p99_ms']} ms, {base['rate_per_s']} calls/s "
+              "sequential", flush=True)
+        for api in ("REST", "gRPC"):
           with tempfile.TemporaryDirectory() as tmp:
-            r = wrk_rest(server["rest"], image, batch, tmp)
-        else:
-          async def run():
-            call = Rest(server["rest"])
-            try:
-              return await _measure(call, image, batch)
-            finally:
-              await call.close()
-          r = asyncio.run(run())
+            r = _measure_api(api, server, image, batch, tmp)
+          seq = r["sequential"]
+          r["ratios"] = {"p50": seq["p50_ms"] / base["p50_ms"],
+                         "p99": seq["p99_ms"] / base["p50_ms"],
+                         "concurrent16": r["concurrent16_req_per_s"] / base["rate_per_s"]}
+          rounds[api].append(r)
+          print("  " + _line(api + (" batching" if batching else ""),
+                             _summary([r])), flush=True)
+      for api in ("REST", "gRPC"):
         key = f"{api}{' batching' if batching else ''}"
-        results[key] = r
-        seq = r["sequential"]
-        print(f"{key:<14} p50 {seq['p50_ms']:7.2f} ms ({seq['p50_ms'] / base['p50_ms']:.1f}x) "
-              f"p99 {seq['p99_ms']:7.2f} ms ({seq['p99_ms'] / base['p50_ms']:.1f}x)  "
-              f"16 clients {r['concurrent16_req_per_s']:7.1f} req/s "
-              f"({r['concurrent16_req_per_s'] / base['rate_per_s']:.2f}x in-process)  "
-              f"100-image requests {r['batch100_images_per_s']:8.1f} images/s", flush=True)
+        results[key] = {"median": _summary(rounds[api]), "rounds": rounds[api]}
+      if not batching:
+        results["in_process"] = {
+            "p50_ms": _median([b["p50_ms"] for b in rounds["in-process"]]),
+            "rate_per_s": _median([b["rate_per_s"] for b in rounds["in-process"]]),
+            "rounds": rounds["in-process"]}
     finally:
       server["proc"].terminate()
       server["proc"].wait(timeout=30)
+  base = results["in_process"]
+  print(f"Median of {args.rounds} round(s) (in-process p50 {base['p50_ms']} ms, "
+        f"{base['rate_per_s']} calls/s):", flush=True)
+  for key in ("REST", "gRPC"):
+    print("  " + _line(key, results[key]["median"]), flush=True)
   print("Targets: REST p50 <= 2x and p99 <= 4x the in-process p50; 16 clients >= "
         "1.5x the in-process sequential rate; gRPC at least as fast as REST.",
         flush=True)

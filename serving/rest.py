@@ -147,19 +147,20 @@ def to_array(value: Any, spec) -> np.ndarray:
 
 
 class NumericBody:
-  """A predict body that is one regular 2-D tensor of JSON numbers.
+  """A predict body that is one regular tensor of JSON numbers, 2-D or more.
 
-  The common request, `{"instances": [[784 numbers], ...]}` (or `"inputs"`),
-  read by simdjson straight into one buffer of doubles: no Python object per
-  value (orjson + numpy cost ~35 us a 784-value row, this ~7 us). `read`
-  gives None for any other body, and the full parser decides, with all its
-  checks and error messages.
+  The common request, `{"instances": [[784 numbers], ...]}` or
+  `[[[28 numbers] x 28], ...]` (or `"inputs"`), read by simdjson straight
+  into one buffer of doubles: no Python object per value (orjson + numpy
+  cost ~35 us a 784-value image, this ~7 us). `read` gives None for any
+  other body, and the full parser decides, with all its checks and error
+  messages.
   """
 
   def __init__(self, key: str, values: np.ndarray, raw: bytes):
     self.raw = raw  # for a signature this form does not fit
     self.form = "row" if key == "instances" else "columnar"
-    self.values = values  # float64 [N, W], exactly what np.asarray would give
+    self.values = values  # float64, exactly what np.asarray would give
 
   @classmethod
   def read(cls, raw: bytes) -> Optional["NumericBody"]:
@@ -168,20 +169,30 @@ class NumericBody:
       if not isinstance(doc, simdjson.Object) or len(doc) != 1:
         return None  # other keys, or one key twice
       key, = doc.keys()
-      rows = doc[key] if key in ("instances", "inputs") else None
-      if not isinstance(rows, simdjson.Array) or not len(rows):
-        return None
+      tensor = doc[key] if key in ("instances", "inputs") else None
+      shape, node = [], tensor
+      while isinstance(node, simdjson.Array) and len(node):
+        shape.append(len(node))
+        node = node[0]
+      if not 2 <= len(shape) < defaults.MAX_JSON_DEPTH:
+        return None  # not an array of arrays, or deeper than JSON may nest
       # Numbers only (no strings, bools, nulls, objects, or numbers past
       # int64 or double), with nested arrays flattened...
-      flat = np.frombuffer(rows.as_buffer(of_type="d"), dtype=np.float64)
-      # ... so the structure is checked apart: every row an array of one
-      # width, and no '[' but the outer one and one per row (no nesting:
-      # with no strings in the body, every '[' opens an array).
-      width = len(rows[0])
-      if (raw.count(b"[") != len(rows) + 1 or width < 1
-          or any(len(row) != width for row in rows)):
+      flat = np.frombuffer(tensor.as_buffer(of_type="d"), dtype=np.float64)
+      # ... so the structure is checked apart: every array at each level of
+      # the first elements' length, and no '[' but theirs (with no strings
+      # in the body, every '[' opens an array): no ragged or deeper rows,
+      # so the buffer holds exactly the numbers of `shape`.
+      level, arrays = [tensor], 0
+      for depth, size in enumerate(shape):
+        if any(not isinstance(a, simdjson.Array) or len(a) != size for a in level):
+          return None
+        arrays += len(level)
+        if depth + 1 < len(shape):
+          level = [child for a in level for child in a]
+      if raw.count(b"[") != arrays:
         return None
-      return cls(key, flat.reshape(len(rows), width), raw)
+      return cls(key, flat.reshape(shape), raw)
     except Exception:  # pylint: disable=broad-except
       return None  # not this simple form: the full parser says what it is
 
@@ -191,7 +202,7 @@ class NumericBody:
       return None
     (name, spec), = specs.items()
     dtype = _dtype(spec)
-    if dtype.kind != "f" or spec.shape.rank not in (None, 2):
+    if dtype.kind != "f" or spec.shape.rank not in (None, self.values.ndim):
       return None
     return {name: self.values.astype(dtype)}
 

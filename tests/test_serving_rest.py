@@ -122,6 +122,8 @@ def test_tf_examples_in_b64_and_classify(client, server):
     b' { "inputs" : [ [1,2] , [3,4] , [5,6] ] } ',
     b'{"instances": [[' + b",".join(b"%d" % (i % 256) for i in range(784)) + b']]}',
     b'{"instances": [[9007199254740993, -5]]}',  # past 2**53: rounded as numpy does
+    b'{"instances": [[[1, 2], [3, 4]], [[5, 6], [7, 8]]]}',  # [N, 28, 28]-like
+    b'{"inputs": [[[[0.5]]]]}',
 ])
 def test_numeric_body_reads_what_the_full_parser_reads(raw):
   body = rest.NumericBody.read(raw)
@@ -136,7 +138,10 @@ def test_numeric_body_reads_what_the_full_parser_reads(raw):
     b'{"instances": [[1, 2], [3, 4, 5], [6]]}',  # ragged, same total
     b'{"instances": [[1, [2]], 3]}',            # a row that is a number
     b'{"instances": [1, 2, 3]}',                # 1-D
-    b'{"instances": [[[1, 2]], [[3, 4]]]}',     # 3-D: the full parser's job
+    b'{"instances": [[[1, 2]], [[3, [4]]]]}',   # 3-D, one value nested deeper
+    b'{"instances": [[[1, 2], [3]], [[4, 5, 6]]]}',  # 3-D ragged, same totals
+    b'{"instances": [[[1, 2], 3], [[4, 5], 6]]}',  # arrays beside numbers
+    b'{"instances": ' + b"[" * 40 + b"1" + b"]" * 40 + b"}",  # past MAX_JSON_DEPTH
     b'{"instances": [[]]}', b'{"instances": []}', b'{"instances": {}}',
     b'{"instances": [[1, true]]}', b'{"instances": [[1, null]]}',
     b'{"instances": [[1, "2"]]}', b'{"instances": [[1, {"b64": "AA=="}]]}',
@@ -151,14 +156,15 @@ def test_numeric_body_leaves_everything_else_to_the_full_parser(raw):
   assert rest.NumericBody.read(raw) is None
 
 
-def test_the_numeric_body_path_answers_as_the_full_parser(client):
-  flat = _images(3, seed=3).reshape(3, -1).tolist()
-  assert rest.NumericBody.read(json.dumps({"instances": flat}).encode()) is not None
-  fast = client.post(f"/v1/models/{NAME}:predict", json={"instances": flat}).json()
+@pytest.mark.parametrize("shape", [(3, 784), (3, 28, 28)])
+def test_the_numeric_body_path_answers_as_the_full_parser(client, shape):
+  images = _images(3, seed=3).reshape(shape).tolist()
+  assert rest.NumericBody.read(json.dumps({"instances": images}).encode()) is not None
+  fast = client.post(f"/v1/models/{NAME}:predict", json={"instances": images}).json()
   full = client.post(f"/v1/models/{NAME}:predict", json={
-      "signature_name": features.SERVING_SIGNATURE, "instances": flat}).json()
+      "signature_name": features.SERVING_SIGNATURE, "instances": images}).json()
   assert fast == full
-  columns = client.post(f"/v1/models/{NAME}:predict", json={"inputs": flat}).json()
+  columns = client.post(f"/v1/models/{NAME}:predict", json={"inputs": images}).json()
   assert columns["outputs"]["classes"] == [p["classes"] for p in fast["predictions"]]
 
 
