@@ -152,9 +152,10 @@ class NumericBody:
   The common request, `{"instances": [[784 numbers], ...]}` or
   `[[[28 numbers] x 28], ...]` (or `"inputs"`), read by simdjson straight
   into one buffer of doubles: no Python object per value (orjson + numpy
-  cost ~35 us a 784-value image, this ~7 us). `read` gives None for any
-  other body, and the full parser decides, with all its checks and error
-  messages.
+  take ~36 us for a 784-value image, simdjson's parse and copy ~10 us, ~30
+  us with the structure checks below; for 28 x 28 floats ~90 vs ~50 us).
+  `read` gives None for any other body, and the full parser decides, with
+  all its checks and error messages.
   """
 
   def __init__(self, key: str, values: np.ndarray, raw: bytes):
