@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -136,15 +137,10 @@ def bench(data_dir: str, model: str, work_dir: str, run_args: List[str] = (),
           flush=True)
   middle = sorted(runs, key=lambda r: r["ratio_fresh"])[(len(runs) - 1) // 2]
   return dict(middle, pairs=runs,
-              ratio_fresh_median=_median([r["ratio_fresh"] for r in runs]),
-              ratio_cached_median=_median([r["ratio_cached"] for r in runs]))
-
-
-def _median(values: List[float]) -> float:
-  values = sorted(values)
-  mid = len(values) // 2
-  return round(values[mid] if len(values) % 2 else
-               (values[mid - 1] + values[mid]) / 2, 2)
+              ratio_fresh_median=round(statistics.median(
+                  r["ratio_fresh"] for r in runs), 2),
+              ratio_cached_median=round(statistics.median(
+                  r["ratio_cached"] for r in runs), 2))
 
 
 DATA_COMPONENTS = ("IdxExampleGen", "StatisticsGen", "Transform")

@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -342,7 +343,7 @@ def start_server(base: str, batching: bool,
 
 
 def _median(values: List[float]) -> float:
-  return round(float(np.median(values)), 3)
+  return round(statistics.median(values), 3)
 
 
 def _summary(rounds: List[Dict[str, Any]]) -> Dict[str, Any]:
