@@ -25,5 +25,5 @@ setup(
         "tensorflow-transform==1.16.0",
         "apache-beam[gcp]==2.60.0",
     ],
-    entry_points={"console_scripts": ["mnist-tfx = mnist_tfx.cli:main"]},
+    entry_points={"console_scripts": ["mnist-tfx = mnist_tfx.cli:entry"]},
 )

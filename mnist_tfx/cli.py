@@ -22,6 +22,7 @@ from components.models import (ACTIVATIONS, DISTRIBUTIONS, LOSSES,
                                OUTPUT_ACTIVATIONS, Hyperparameters)
 from components.plain_data import ConfigError
 from mnist_tfx import defaults
+from mnist_tfx.process_exit import end_process
 from pipeline.configs import PipelineConfig, redact, with_overrides
 
 # argparse dest -> config key (hyperparameters.* go to the Trainer).
@@ -522,5 +523,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     return EXIT_INTERRUPTED
 
 
+def entry() -> None:
+  """`mnist-tfx` and `python -m mnist_tfx`: main(), then a prompt exit."""
+  end_process(main())
+
+
 if __name__ == "__main__":
-  sys.exit(main())
+  entry()
