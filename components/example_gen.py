@@ -10,6 +10,7 @@ Examples artifact is published.
 
 import json
 import os
+import uuid
 from typing import Dict, Iterable, List, Tuple
 
 import apache_beam as beam
@@ -22,7 +23,9 @@ from components import features, idx
 # artifact exactly as they read one of theirs.
 _FILE_FORMAT = "tfrecords_gzip"
 _PAYLOAD_FORMAT = "FORMAT_TF_EXAMPLE"
-_SHARD_RECORDS = 10_000  # records one Beam element reads: parallelism unit
+_SHARD_RECORDS = 10_000  # records per Beam element and output file
+_GZIP_LEVEL = 1  # zlib's fastest: ~3x faster than its default for +13 % size
+_STAGING = ".staging"  # shard files being written, outside every split
 
 
 def _varint(n: int) -> bytes:
@@ -114,30 +117,77 @@ def fingerprint(data_dir: str) -> str:
   return ";".join(parts)
 
 
-class _ReadShard(beam.DoFn):
-  """(split, start, stop) -> serialized tf.Examples of those records."""
+class _WriteShard(beam.DoFn):
+  """(split, start, stop, index, count) -> one gzipped TFRecord file of those records.
 
-  def __init__(self, pairs: Dict[str, idx.IdxPair]):
+  Written with TensorFlow's C++ writer at zlib level 1 (TFRecord readers
+  decompress any level): Beam's per-record sink compressed at level 6 in
+  small pieces, most of ExampleGen's time, for files ~13 % smaller. The file
+  is written aside and renamed into its split, so a reader never sees part
+  of one and a retried shard replaces its own file.
+  """
+
+  def __init__(self, pairs: Dict[str, idx.IdxPair], output_uri: str):
     self._pairs = pairs
+    self._output_uri = output_uri
 
-  def process(self, shard: Tuple[str, int, int]) -> Iterable[bytes]:
-    split, start, stop = shard
+  def process(self, shard: Tuple[str, int, int, int, int]) -> Iterable[str]:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    split, start, stop, index, count = shard
     images, labels = idx.read_range(self._pairs[split], start, stop)
-    yield from encode_examples(images, labels)
+    final = shard_path(self._output_uri, split, index, count)
+    staged = os.path.join(self._output_uri, _STAGING,
+                          f"{split}-{index:05d}.{uuid.uuid4().hex}")
+    options = tf.io.TFRecordOptions(compression_type="GZIP",
+                                    compression_level=_GZIP_LEVEL)
+    with tf.io.TFRecordWriter(staged, options) as writer:
+      for record in encode_examples(images, labels):
+        writer.write(record)
+    tf.io.gfile.rename(staged, final, overwrite=True)
+    yield final
+
+
+def shard_path(output_uri: str, split: str, index: int, count: int) -> str:
+  return os.path.join(output_uri, f"Split-{split}",
+                      f"data_tfrecord-{index:05d}-of-{count:05d}.gz")
+
+
+def _shards(pairs: Dict[str, idx.IdxPair], shard_records: int
+            ) -> List[Tuple[str, int, int, int, int]]:
+  shards = []
+  for split, pair in pairs.items():
+    ranges = list(idx.shard_ranges(pair.count, shard_records))
+    shards += [(split, a, b, i, len(ranges)) for i, (a, b) in enumerate(ranges)]
+  return shards
 
 
 def write_examples(pipeline: beam.Pipeline, pairs: Dict[str, idx.IdxPair],
                    output_uri: str, shard_records: int = _SHARD_RECORDS) -> None:
-  """Adds the read-encode-write stages for every split to `pipeline`."""
-  for split, pair in pairs.items():
-    shards = [(split, a, b) for a, b in idx.shard_ranges(pair.count, shard_records)]
-    _ = (pipeline
-         | f"Shards[{split}]" >> beam.Create(shards)
-         | f"Reshuffle[{split}]" >> beam.Reshuffle()
-         | f"Read[{split}]" >> beam.ParDo(_ReadShard(pairs))
-         | f"Write[{split}]" >> beam.io.WriteToTFRecord(
-             os.path.join(output_uri, f"Split-{split}", "data_tfrecord"),
-             file_name_suffix=".gz"))
+  """Adds the read-encode-write stages for every split to `pipeline`.
+
+  Call `finish_examples` once the pipeline has run.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.io.gfile.makedirs(os.path.join(output_uri, _STAGING))
+  for split in pairs:
+    tf.io.gfile.makedirs(os.path.join(output_uri, f"Split-{split}"))
+  _ = (pipeline
+       | "Shards" >> beam.Create(_shards(pairs, shard_records))
+       | "Reshuffle" >> beam.Reshuffle()  # spreads the shards over workers
+       | "Write" >> beam.ParDo(_WriteShard(pairs, output_uri)))
+
+
+def finish_examples(pairs: Dict[str, idx.IdxPair], output_uri: str,
+                    shard_records: int = _SHARD_RECORDS) -> None:
+  """Checks that every shard file is there; removes the staging folder."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  missing = [path for path in (shard_path(output_uri, s, i, n) for s, _, _, i, n
+                               in _shards(pairs, shard_records))
+             if not tf.io.gfile.exists(path)]
+  if missing:
+    raise RuntimeError(f"ExampleGen wrote {len(missing)} shard(s) fewer than "
+                       f"planned, e.g. {missing[0]}")
+  tf.io.gfile.rmtree(os.path.join(output_uri, _STAGING))
 
 
 @tfx.dsl.components.component(use_beam=True)
@@ -158,6 +208,7 @@ def IdxExampleGen(  # pylint: disable=invalid-name
   pairs = check_data_dir(input_base)
   with beam_pipeline as pipeline:
     write_examples(pipeline, pairs, examples.uri)
+  finish_examples(pairs, examples.uri)
   examples.split_names = json.dumps(list(pairs))
   examples.set_string_custom_property("file_format", _FILE_FORMAT)
   examples.set_string_custom_property("payload_format", _PAYLOAD_FORMAT)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components import example_gen, features
+from components import example_gen, features, idx
 from tests import tiny_mnist
 
 
@@ -34,20 +34,46 @@ def test_fast_encoding_equals_protobuf(fill):
     assert tf.train.Example.FromString(data) == _proto(image, label)
 
 
+def _write(pairs, out):
+  with beam.Pipeline() as pipeline:
+    example_gen.write_examples(pipeline, pairs, out, shard_records=64)
+  example_gen.finish_examples(pairs, out, shard_records=64)
+
+
 def test_write_examples_writes_every_record_of_every_split(tiny_data_dir, tmp_path):
   pairs = example_gen.check_data_dir(tiny_data_dir)
-  with beam.Pipeline() as pipeline:
-    example_gen.write_examples(pipeline, pairs, str(tmp_path), shard_records=64)
+  _write(pairs, str(tmp_path))
   for split, n in (("train", 300), ("eval", 100)):
-    files = glob.glob(os.path.join(tmp_path, f"Split-{split}", "*.gz"))
+    files = sorted(glob.glob(os.path.join(tmp_path, f"Split-{split}", "*.gz")))
+    assert [os.path.basename(f) for f in files] == [
+        f"data_tfrecord-{i:05d}-of-{-(-n // 64):05d}.gz" for i in range(-(-n // 64))]
     records = [tf.train.Example.FromString(r.numpy()) for r in
                tf.data.TFRecordDataset(files, compression_type="GZIP")]
     assert len(records) == n
-    labels = sorted(r.features.feature[features.LABEL_KEY].int64_list.value[0]
-                    for r in records)
-    assert labels == sorted(np.arange(n) % 10)
+    # Shards in name order are the IDX records in file order.
+    labels = [r.features.feature[features.LABEL_KEY].int64_list.value[0]
+              for r in records]
+    assert labels == idx.read_range(pairs[split], 0, n)[1].tolist()
     assert all(len(r.features.feature[features.IMAGE_KEY].int64_list.value)
                == features.IMAGE_SIZE for r in records)
+  assert sorted(os.listdir(tmp_path)) == ["Split-eval", "Split-train"]  # no staging
+
+
+def test_writing_again_replaces_each_shard_and_adds_nothing(tiny_data_dir, tmp_path):
+  pairs = example_gen.check_data_dir(tiny_data_dir)
+  _write(pairs, str(tmp_path))
+  first = {f: open(f, "rb").read() for f in glob.glob(str(tmp_path / "*" / "*"))}
+  _write(pairs, str(tmp_path))  # as a retried shard or a rerun would
+  second = {f: open(f, "rb").read() for f in glob.glob(str(tmp_path / "*" / "*"))}
+  assert first == second
+
+
+def test_a_missing_shard_fails_the_component(tiny_data_dir, tmp_path):
+  pairs = example_gen.check_data_dir(tiny_data_dir)
+  _write(pairs, str(tmp_path))
+  os.remove(example_gen.shard_path(str(tmp_path), "eval", 1, 2))
+  with pytest.raises(RuntimeError, match="1 shard.*00001-of-00002"):
+    example_gen.finish_examples(pairs, str(tmp_path), shard_records=64)
 
 
 def test_fingerprint_changes_with_the_files(tmp_path):
