@@ -57,3 +57,67 @@ def test_tensorboard_gets_one_scalar_per_epoch(tmp_path):
       event = tf.compat.v1.Event.FromString(record.numpy())
       steps += [event.step for v in event.summary.value if v.tag == "epoch_loss"]
     assert steps == [0, 1, 2], (split, steps)
+
+
+class _Accessor:
+  """A data accessor over in-memory raw examples (what TFXIO yields)."""
+
+  def __init__(self, images, labels):
+    self._data = {"image": images, "label": labels}
+
+  def tf_dataset_factory(self, file_pattern, options, schema):
+    del file_pattern, schema
+    return tf.data.Dataset.from_tensor_slices(self._data).batch(options.batch_size)
+
+
+class _TransformOutput:
+  raw_metadata = type("Metadata", (), {"schema": None})
+
+  def transform_features_layer(self):
+    from components import features  # pylint: disable=g-import-not-at-top
+    return lambda raw: {
+        features.TRANSFORMED_IMAGE_KEY: tf.reshape(
+            tf.cast(raw["image"], tf.float32) / 255.0, [-1, 784]),
+        features.LABEL_KEY: tf.reshape(raw["label"], [-1, 1])}
+
+
+def test_load_split_keeps_every_example_in_order():
+  rng = np.random.default_rng(0)
+  n = 2 * run._READ_BATCH + 7  # pylint: disable=protected-access
+  images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.int64)
+  labels = rng.integers(0, 10, size=n, dtype=np.int64)
+  x, y = run.load_split(["unused"], _Accessor(images, labels), _TransformOutput())
+  np.testing.assert_array_equal(x, images.reshape(n, 784).astype(np.float32) / 255.0)
+  np.testing.assert_array_equal(y, labels)
+  assert x.ctypes.data % 4096 == 0  # its own pages: aligned for as_tensor
+
+
+def test_load_split_of_nothing_is_a_clear_error():
+  empty = _Accessor(np.zeros((0, 28, 28), np.int64), np.zeros(0, np.int64))
+  with pytest.raises(ValueError, match="no examples in"):
+    run.load_split(["Split-eval/*"], empty, _TransformOutput())
+
+
+def test_as_tensor_shares_an_aligned_arrays_memory():
+  array = run.unpooled_empty((5, 3), np.float32)
+  array[...] = np.arange(15).reshape(5, 3)
+  tensor = run.as_tensor(array)
+  np.testing.assert_array_equal(tensor.numpy(), np.arange(15).reshape(5, 3))
+  array[0, 0] = 99  # seen through the tensor: one buffer, no copy
+  assert tensor.numpy()[0, 0] == 99
+
+
+@pytest.mark.parametrize("make", [
+    lambda: run.unpooled_empty((17,), np.float32)[1:],  # 4 bytes off: misaligned
+    lambda: np.arange(16, dtype=np.float32)[::2],  # not contiguous
+    lambda: np.frombuffer(bytes(64), np.float32),  # read-only
+])
+def test_as_tensor_copies_what_it_cannot_share(make):
+  array = make()
+  if array.flags.writeable:
+    array[...] = np.arange(array.size)
+  tensor = run.as_tensor(array)  # must not abort the process
+  np.testing.assert_array_equal(tensor.numpy(), array)
+  if array.flags.writeable:
+    array[0] = -1  # a copy: the tensor keeps its values
+    assert tensor.numpy()[0] == 0
