@@ -12,7 +12,7 @@ setup(
     name="mnist-tfx",
     version="0.1.0",
     description="A production-grade TFX pipeline for MNIST",
-    python_requires=">=3.9,<3.12",
+    python_requires=">=3.11,<3.12",  # asyncio.timeout and Runner; TFDV wheels stop at 3.11
     # bench/ (benchmarks) and deploy/ (container files) are not installed.
     packages=find_packages(include=["mnist_tfx", "pipeline", "pipeline.*",
                                     "components", "components.*", "serving",

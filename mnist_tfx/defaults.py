@@ -52,5 +52,11 @@ MAX_TENSOR_ELEMENTS = MAX_PAYLOAD_BYTES
 BATCH_SIZE = 32  # --max-batch-size
 BATCH_TIMEOUT_MICROS = 2000  # --batch-timeout-micros
 GREEDY_TURNS = 3  # event-loop turns a greedy batch gathers requests for
+# Requests up to this size run on the event loop (their model call costs
+# less than the hop to a thread); larger ones run in a worker thread.
+INLINE_MAX_BYTES = 64 * 1024
+# Threads for large requests and timed batching: each waiting request holds
+# one, so a timed batch can fill to 16 concurrent requests.
+WORKER_THREADS = 16
 MAX_BATCH_SIZE_LIMIT = 4096
 MAX_BATCH_TIMEOUT_MICROS = 1_000_000

@@ -1,15 +1,22 @@
-"""TensorFlow Serving's gRPC API over the ModelStore, with grpcio.
+"""TensorFlow Serving's gRPC API over the ModelStore, with grpcio's asyncio server.
 
 `tensorflow.serving.PredictionService` (Predict, GetModelMetadata) and
 `tensorflow.serving.ModelService` (GetModelStatus), built on the protos and
 servicer bases of `tensorflow-serving-api`, so TF Serving's own stubs work.
 As in TF Serving, an input tensor must have the signature's dtype (uint8
 pixels go to `serving_uint8`).
+
+The server runs on an event loop, the REST server's in `mnist-tfx serve`:
+small predictions share the REST API's greedy batcher (one model call for
+requests that arrive together over either API) and run on the loop, as
+REST's do; large ones and timed-batched ones run in worker threads.
 """
 
+import asyncio
 import functools
 import logging
 import math
+import threading
 from concurrent import futures
 from typing import Optional
 
@@ -23,7 +30,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
 from components import features
 from mnist_tfx import defaults
 from serving import service
-from serving.batching import Batcher
+from serving.batching import Batcher, GreedyBatcher
 from serving.model_store import ModelStore, ServingError
 
 _STATES = {"LOADING": 20, "AVAILABLE": 30, "END": 50}  # ModelVersionStatus.State
@@ -36,21 +43,20 @@ def _version(model_spec) -> Optional[int]:
   return model_spec.version.value if model_spec.HasField("version") else None
 
 
-def _abort(context: grpc.ServicerContext, e: ServingError) -> None:
-  context.abort(getattr(grpc.StatusCode, e.code, grpc.StatusCode.UNKNOWN), e.message)
-
-
 def _guarded(method):
   """ServingError -> its status code; any other error -> INTERNAL, logged once."""
   @functools.wraps(method)
-  def wrapper(self, request, context):
+  async def wrapper(self, request, context):
     try:
-      return method(self, request, context)
+      return await method(self, request, context)
     except ServingError as e:
-      _abort(context, e)
+      code = getattr(grpc.StatusCode, e.code, grpc.StatusCode.UNKNOWN)
+      message = e.message
     except Exception as e:  # pylint: disable=broad-except
       _LOG.error("internal error in %s: %r", method.__name__, e)
-      context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}")
+      code = grpc.StatusCode.INTERNAL
+      message = f"internal error: {type(e).__name__}"
+    await context.abort(code, message)
   return wrapper
 
 
@@ -132,13 +138,33 @@ def to_proto(array: np.ndarray, proto) -> None:
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
   def __init__(self, store: ModelStore, batcher: Optional[Batcher] = None,
-               max_elements: int = defaults.MAX_TENSOR_ELEMENTS):
+               max_elements: int = defaults.MAX_TENSOR_ELEMENTS,
+               greedy: Optional[GreedyBatcher] = None):
     self.store = store
     self.batcher = batcher
     self.max_elements = max_elements
+    # The timed batcher (--enable-batching) wins over the greedy one.
+    self.greedy = greedy if batcher is None else None
 
   @_guarded
-  def Predict(self, request, context):  # pylint: disable=invalid-name
+  async def Predict(self, request, context):  # pylint: disable=invalid-name
+    servable, signature, fn, inputs = self._inputs(request)
+    if self.batcher is None and request.ByteSize() <= defaults.INLINE_MAX_BYTES:
+      service.check_inputs(inputs)
+      if self.greedy is not None:
+        # Requests that arrive together, over either API, share one call.
+        outputs = await self.greedy((servable.version, signature), fn, inputs)
+      else:
+        outputs = service.run_signature(fn, inputs)
+    else:
+      # Large requests, and timed-batched ones (which wait for their
+      # batch), run in a thread: the event loop keeps serving others.
+      outputs = await asyncio.get_running_loop().run_in_executor(
+          None, service.run, self.batcher, servable, signature, fn, inputs)
+    return self._response(request, servable, signature, outputs)
+
+  def _inputs(self, request):
+    """(servable, signature name, its function, inputs as numpy arrays)."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     servable = self.store.get(request.model_spec.name, _version(request.model_spec))
     signature = request.model_spec.signature_name or features.SERVING_SIGNATURE
@@ -153,7 +179,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                            f"{specs[key].dtype.name} but "
                            f"{tf.dtypes.as_dtype(proto.dtype).name} is provided")
       inputs[key] = to_array(proto, key, self.max_elements)
-    outputs = service.run(self.batcher, servable, signature, fn, inputs)
+    return servable, signature, fn, inputs
+
+  @staticmethod
+  def _response(request, servable, signature, outputs):
     wanted = list(request.output_filter) or list(outputs)
     unknown = set(wanted) - set(outputs)
     if unknown:
@@ -167,7 +196,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     return response
 
   @_guarded
-  def GetModelMetadata(self, request, context):  # pylint: disable=invalid-name
+  async def GetModelMetadata(self, request, context):  # pylint: disable=invalid-name
     if list(request.metadata_field) != ["signature_def"]:
       raise ServingError("INVALID_ARGUMENT", "metadata_field must be "
                          "['signature_def']")
@@ -185,7 +214,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     self.store = store
 
   @_guarded
-  def GetModelStatus(self, request, context):  # pylint: disable=invalid-name
+  async def GetModelStatus(self, request, context):  # pylint: disable=invalid-name
     response = get_model_status_pb2.GetModelStatusResponse()
     for s in self.store.status(request.model_spec.name, _version(request.model_spec)):
       status = response.model_version_status.add()
@@ -200,28 +229,92 @@ class BindError(RuntimeError):
   """A port is taken (another server?) or the host is not this machine's."""
 
 
-def start(store: ModelStore, host: str, port: int, max_workers: int = 16,
-          max_message_bytes: int = defaults.MAX_PAYLOAD_BYTES,
-          batcher: Optional[Batcher] = None) -> grpc.Server:
-  """Starts the gRPC server; `server.bound_port` is the port it listens on.
+async def start_async(store: ModelStore, host: str, port: int,
+                      max_message_bytes: int = defaults.MAX_PAYLOAD_BYTES,
+                      batcher: Optional[Batcher] = None,
+                      greedy: Optional[GreedyBatcher] = None) -> grpc.aio.Server:
+  """Starts the gRPC server on the running loop; `server.bound_port` is its port.
 
   The port is bound exclusively: grpcio would otherwise share it with
   another server (SO_REUSEPORT) and split calls between two models.
   """
-  server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
-                       options=[("grpc.max_receive_message_length", max_message_bytes),
-                                ("grpc.so_reuseport", 0)])
+  server = grpc.aio.server(options=[
+      ("grpc.max_receive_message_length", max_message_bytes),
+      ("grpc.so_reuseport", 0)])
   prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-      PredictionService(store, batcher, max_elements=max_message_bytes), server)
+      PredictionService(store, batcher, max_elements=max_message_bytes,
+                        greedy=greedy), server)
   model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(store), server)
   try:
-    server.bound_port = server.add_insecure_port(f"{host}:{port}")
+    bound_port = server.add_insecure_port(f"{host}:{port}")
   except RuntimeError:  # newer grpcio raises where older returned 0
-    server.bound_port = 0
-  if not server.bound_port:
-    server.stop(None)
+    bound_port = 0
+  if not bound_port:
+    await server.stop(None)
     raise BindError(f"cannot listen for gRPC on {host}:{port}: the port is in "
                     "use (another mnist-tfx serve?) or the address is not "
                     "this machine's")
-  server.start()
+  server.bound_port = bound_port
+  await server.start()
   return server
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+  """The event loop the servers run on: uvloop's, with worker threads for
+  large and timed-batched requests."""
+  import uvloop  # pylint: disable=g-import-not-at-top
+  loop = uvloop.new_event_loop()
+  loop.set_default_executor(futures.ThreadPoolExecutor(
+      max_workers=defaults.WORKER_THREADS, thread_name_prefix="serving"))
+  return loop
+
+
+class LoopThread:
+  """An event loop running in a daemon thread, for servers embedded in a
+  process that has its own work (tests, notebooks)."""
+
+  def __init__(self):
+    self.loop = new_loop()
+    self._thread = threading.Thread(target=self.loop.run_forever, daemon=True,
+                                    name="serving-loop")
+    self._thread.start()
+
+  def run(self, coroutine, timeout: Optional[float] = None):
+    """Runs a coroutine on the loop and returns its result (or raises)."""
+    return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+  def close(self) -> None:
+    self.loop.call_soon_threadsafe(self.loop.stop)
+    self._thread.join(timeout=10)
+    if not self._thread.is_alive():
+      self.loop.close()
+
+
+class ThreadedServer:
+  """A gRPC server on its own loop thread: `bound_port`, `stop(grace)`."""
+
+  def __init__(self, loop_thread: LoopThread, server: grpc.aio.Server):
+    self._loop_thread = loop_thread
+    self._server = server
+    self.bound_port = server.bound_port
+
+  def stop(self, grace: Optional[float] = None) -> None:
+    try:
+      self._loop_thread.run(self._server.stop(grace), timeout=30)
+    finally:
+      self._loop_thread.close()
+
+
+def start(store: ModelStore, host: str, port: int,
+          max_message_bytes: int = defaults.MAX_PAYLOAD_BYTES,
+          batcher: Optional[Batcher] = None,
+          greedy: Optional[GreedyBatcher] = None) -> ThreadedServer:
+  """`start_async` on a loop of its own in a thread; raises BindError."""
+  loop_thread = LoopThread()
+  try:
+    server = loop_thread.run(start_async(store, host, port, max_message_bytes,
+                                         batcher, greedy), timeout=30)
+  except BaseException:
+    loop_thread.close()
+    raise
+  return ThreadedServer(loop_thread, server)

@@ -33,7 +33,7 @@ from serving.batching import Batcher, GreedyBatcher
 from serving.model_store import ModelStore, ServingError
 
 DEFAULT_MAX_PAYLOAD_BYTES = defaults.MAX_PAYLOAD_BYTES
-INLINE_MAX_BYTES = 64 * 1024  # smaller requests run on the event loop
+INLINE_MAX_BYTES = defaults.INLINE_MAX_BYTES
 _LOG = logging.getLogger(__name__)
 DEFAULT_SIGNATURE = features.SERVING_SIGNATURE
 

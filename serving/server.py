@@ -6,6 +6,8 @@ server on a taken port stops at once with a clear message instead of
 sharing the port.
 """
 
+import asyncio
+import dataclasses
 import socket
 import threading
 from typing import List, Optional
@@ -102,8 +104,9 @@ def serve(base_path: str, name: str, host: str = DEFAULT_HOST,
           greedy_batching: bool = True) -> None:
   """Serves until interrupted; raises BindError when a port cannot be had.
 
-  `batching` is TF Serving's timed batching (both APIs); otherwise REST
-  batches greedily unless `greedy_batching` is off.
+  `batching` is TF Serving's timed batching (both APIs); otherwise both
+  APIs share one greedy batcher unless `greedy_batching` is off. REST and
+  gRPC run on one event loop in this thread.
   """
   from serving import grpc_server, service  # pylint: disable=g-import-not-at-top
   rest_socket = bind(host, rest_port)
@@ -112,42 +115,88 @@ def serve(base_path: str, name: str, host: str = DEFAULT_HOST,
   greedy = (GreedyBatcher(service.run_signature, max_batch_size)
             if greedy_batching and not batching else None)
   store = ModelStore(name, base_path, versions, poll_seconds, loader=service.load)
+  settings = Settings(name, base_path, host, max_batch_size, batch_timeout_micros,
+                      max_payload_bytes)
+  servers = Servers(store, rest_socket, grpc_port, batcher, greedy, settings)
   try:
-    grpc = grpc_server.start(store, host, grpc_port,
-                             max_message_bytes=max_payload_bytes, batcher=batcher)
-  except BindError:
-    rest_socket.close()
-    raise
-  try:
-    _serve_until_stopped(store, grpc, rest_socket, name, base_path, host, batcher,
-                         greedy, max_batch_size, batch_timeout_micros,
-                         max_payload_bytes)
+    asyncio.Runner(loop_factory=grpc_server.new_loop).run(servers.run())
   finally:
-    grpc.stop(grace=2)
     store.stop()
     rest_socket.close()
 
 
-def _serve_until_stopped(store, grpc, rest_socket, name, base_path, host, batcher,
-                         greedy, max_batch_size, batch_timeout_micros,
-                         max_payload_bytes):
-  store.start()
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """What `mnist-tfx serve` was asked for, as its first lines report it."""
+  name: str
+  base_path: str
+  host: str = DEFAULT_HOST
+  max_batch_size: int = defaults.BATCH_SIZE
+  batch_timeout_micros: int = defaults.BATCH_TIMEOUT_MICROS
+  max_payload_bytes: int = defaults.MAX_PAYLOAD_BYTES
+
+
+class Servers:
+  """REST (uvicorn) and gRPC (grpc.aio) on one event loop, one batcher.
+
+  `run()` serves until uvicorn stops: on SIGINT/SIGTERM in the main thread,
+  or `stop()` from any thread. `started` is set once both APIs answer.
+  """
+
+  def __init__(self, store: ModelStore, rest_socket: socket.socket,
+               grpc_port: int, batcher: Optional[Batcher],
+               greedy: Optional[GreedyBatcher], settings: Settings):
+    self.store = store
+    self.settings = settings
+    self.greedy = greedy
+    self._batcher = batcher
+    self._rest_socket = rest_socket
+    self.rest_port = rest_socket.getsockname()[1]
+    self.grpc_port = grpc_port  # the bound port once started
+    self.started = threading.Event()
+    self._uvicorn = _uvicorn(RestApi(store, settings.max_payload_bytes, batcher,
+                                     greedy=greedy))
+
+  def stop(self) -> None:
+    self._uvicorn.should_exit = True  # uvicorn checks it every 0.1 s
+
+  async def run(self) -> None:
+    from serving import grpc_server  # pylint: disable=g-import-not-at-top
+    grpc = await grpc_server.start_async(
+        self.store, self.settings.host, self.grpc_port,
+        max_message_bytes=self.settings.max_payload_bytes,
+        batcher=self._batcher, greedy=self.greedy)
+    self.grpc_port = grpc.bound_port
+    try:
+      # Loading a version takes seconds: in a thread, so the loop stays live.
+      await asyncio.get_running_loop().run_in_executor(None, self.store.start)
+      _announce(self.store, self.settings, self.rest_port, self.grpc_port,
+                self._batcher, self.greedy)
+      serving = asyncio.ensure_future(
+          self._uvicorn.serve(sockets=[self._rest_socket]))
+      while not self._uvicorn.started and not serving.done():
+        await asyncio.sleep(0.01)
+      self.started.set()
+      await serving
+    finally:
+      await grpc.stop(grace=2)
+
+
+def _announce(store, settings, rest_port, grpc_port, batcher, greedy) -> None:
+  name = settings.name
   try:
     served = store.status(name)
   except ServingError:  # no version seen yet
     served = []
-  print(f"Serving model '{name}' from {base_path}: "
+  print(f"Serving model '{name}' from {settings.base_path}: "
         + (", ".join(f"version {s.version} {s.state}" for s in served) or
            "no version yet (polling)"), flush=True)
   if batcher:
-    print(f"Batching: up to {max_batch_size} rows, {batch_timeout_micros} µs "
-          "timeout", flush=True)
+    print(f"Batching: up to {settings.max_batch_size} rows, "
+          f"{settings.batch_timeout_micros} µs timeout", flush=True)
   elif greedy:
-    print(f"Batching (REST): requests that arrive together, up to "
-          f"{max_batch_size} rows, no waiting", flush=True)
-  print(f"REST: http://{host}:{rest_socket.getsockname()[1]}/v1/models/{name}",
-        flush=True)
-  print(f"gRPC: {host}:{grpc.bound_port} (tensorflow.serving.PredictionService, "
+    print(f"Batching (REST and gRPC): requests that arrive together, "
+          f"up to {settings.max_batch_size} rows, no waiting", flush=True)
+  print(f"REST: http://{settings.host}:{rest_port}/v1/models/{name}", flush=True)
+  print(f"gRPC: {settings.host}:{grpc_port} (tensorflow.serving.PredictionService, "
         "ModelService)", flush=True)
-  _uvicorn(RestApi(store, max_payload_bytes, batcher, greedy=greedy)).run(
-      sockets=[rest_socket])

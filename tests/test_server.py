@@ -23,7 +23,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize("flags,batching", [
-    ([], "Batching (REST): requests that arrive together"),  # the default
+    ([], "Batching (REST and gRPC): requests that arrive together"),  # the default
     (["--no-greedy-batching"], None),
     (["--enable-batching"], "Batching: up to 32 rows, 2000 µs timeout")])
 def test_serve_as_a_user_starts_it(tft_output, tmp_path, flags, batching):

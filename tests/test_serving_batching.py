@@ -1,5 +1,6 @@
 """Server-side batching: concurrent requests share model calls, answers unchanged."""
 
+import asyncio
 import threading
 
 import httpx
@@ -117,8 +118,6 @@ def _greedy_run(calls):
 
 
 def _gather(batcher, arrays, key="k"):
-  import asyncio
-
   async def all_at_once():
     return await asyncio.gather(*(batcher((key,), None, {"x": a}) for a in arrays),
                                 return_exceptions=True)
@@ -141,7 +140,6 @@ def test_greedy_batcher_merges_what_arrives_together_without_waiting():
 
 def test_greedy_batcher_gathers_what_arrives_within_its_turns():
   """A request that arrives a loop turn after the first joins its batch."""
-  import asyncio
 
   async def staggered(batcher, gap_turns):
     loop = asyncio.get_running_loop()
@@ -177,7 +175,6 @@ def test_greedy_batcher_keeps_an_error_with_its_request():
 def test_greedy_batcher_keeps_shapes_and_keys_apart():
   calls = []
   batcher = GreedyBatcher(_greedy_run(calls), max_batch_size=8)
-  import asyncio
 
   async def mixed():
     return await asyncio.gather(
@@ -186,3 +183,95 @@ def test_greedy_batcher_keeps_shapes_and_keys_apart():
         batcher(("v1",), None, {"x": np.ones((1, 4), np.float32)}))
   assert [r["y"].shape for r in asyncio.run(mixed())] == [(1, 3), (1, 3), (1, 4)]
   assert calls == [1, 1, 1]
+
+
+# --- both APIs on one loop (mnist-tfx serve) -----------------------------------
+
+def _grpc_request(image, signature=""):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tensorflow_serving.apis import predict_pb2  # pylint: disable=g-import-not-at-top
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name = "mnist"
+  request.model_spec.signature_name = signature
+  request.inputs["images"].CopyFrom(tf.make_tensor_proto(image[None], dtype=tf.float32))
+  return request
+
+
+@pytest.fixture()
+def both_apis(batched):
+  """REST and gRPC served as `mnist-tfx serve` serves them: one loop, one
+  greedy batcher (counting its calls)."""
+  from serving import grpc_server, server  # pylint: disable=g-import-not-at-top
+  _, _, store = batched
+  greedy = GreedyBatcher(service.run_signature, max_batch_size=32)
+  servers = server.Servers(store, server.bind("127.0.0.1", 0), 0, None, greedy,
+                           server.Settings("mnist", "(test)"))
+  loop_thread = grpc_server.LoopThread()
+  running = asyncio.run_coroutine_threadsafe(servers.run(), loop_thread.loop)
+  assert servers.started.wait(60), running
+  yield servers
+  servers.stop()
+  running.result(30)
+  loop_thread.close()
+
+
+def test_grpc_and_rest_share_one_greedy_batcher(both_apis, batched):
+  import grpc  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=g-import-not-at-top
+  _, _, store = batched
+  greedy = both_apis.greedy
+  images = tiny_mnist.make_images(np.arange(16) % 10, seed=5).astype(np.float32)
+  expected = service.run_signature(store.get("mnist").signatures["serving_default"],
+                                   {"images": images})["probabilities"]
+  with grpc.insecure_channel(f"127.0.0.1:{both_apis.grpc_port}") as channel:
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    # One request each way: both pass through the one batcher.
+    rows = greedy.rows
+    one = stub.Predict(_grpc_request(images[0]), timeout=30)
+    assert greedy.rows == rows + 1
+    np.testing.assert_allclose(tf.make_ndarray(one.outputs["probabilities"])[0],
+                               expected[0], rtol=1e-5, atol=1e-7)
+    rest = _concurrently(both_apis.rest_port, [{"instances": [images[1].tolist()]}])
+    assert rest[0].status_code == 200 and greedy.rows == rows + 2
+    # Concurrent gRPC calls share model calls; answers unchanged.
+    calls = greedy.calls
+    futures = [stub.Predict.future(_grpc_request(image), timeout=30) for image in images]
+    got = np.array([tf.make_ndarray(f.result().outputs["probabilities"])[0]
+                    for f in futures])
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+  assert 1 <= greedy.calls - calls < len(images)
+
+
+def test_grpc_bad_request_among_batched_ones_fails_alone(both_apis):
+  import grpc  # pylint: disable=g-import-not-at-top
+  from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=g-import-not-at-top
+  images = tiny_mnist.make_images(np.arange(6), seed=6).astype(np.float32)
+  requests = [_grpc_request(image) for image in images]
+  requests.insert(2, _grpc_request(np.full((28, 28), 300.0, np.float32)))
+  requests.insert(4, _grpc_request(images[0], signature="no_such_signature"))
+  with grpc.insecure_channel(f"127.0.0.1:{both_apis.grpc_port}") as channel:
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    futures = [stub.Predict.future(r, timeout=30) for r in requests]
+    codes = [f.code() for f in futures]
+    assert "0-255" in futures[2].details()
+  assert codes == [grpc.StatusCode.OK] * 2 + [grpc.StatusCode.INVALID_ARGUMENT] + [
+      grpc.StatusCode.OK] + [grpc.StatusCode.INVALID_ARGUMENT] + [grpc.StatusCode.OK] * 3
+
+
+def test_grpc_timed_batching_merges_concurrent_calls(batched):
+  import grpc  # pylint: disable=g-import-not-at-top
+  from serving import grpc_server  # pylint: disable=g-import-not-at-top
+  from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=g-import-not-at-top
+  _, _, store = batched
+  batcher = Batcher(service.run_signature, max_batch_size=16, timeout_micros=200_000)
+  server = grpc_server.start(store, "127.0.0.1", 0, batcher=batcher)
+  try:
+    images = tiny_mnist.make_images(np.arange(8), seed=7).astype(np.float32)
+    with grpc.insecure_channel(f"127.0.0.1:{server.bound_port}") as channel:
+      stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+      futures = [stub.Predict.future(_grpc_request(image), timeout=30) for image in images]
+      assert all(f.code() == grpc.StatusCode.OK for f in futures)
+    assert 1 <= batcher.calls < len(images)
+  finally:
+    server.stop(0)

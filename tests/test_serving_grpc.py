@@ -82,6 +82,22 @@ def test_rest_grpc_and_savedmodel_agree(served):
   np.testing.assert_allclose(rest_p, direct, rtol=1e-6)
 
 
+def test_large_requests_run_off_the_event_loop_with_the_same_answers(served):
+  """Past defaults.INLINE_MAX_BYTES a call runs in a worker thread."""
+  from mnist_tfx import defaults  # pylint: disable=g-import-not-at-top
+  images = tiny_mnist.make_images(np.arange(64) % 10, seed=12).astype(np.float32)
+  assert images.nbytes > defaults.INLINE_MAX_BYTES
+  response = _predict(served["channel"], images)
+  direct = tf.saved_model.load(served["model_dir"]).signatures["serving_default"](
+      images=tf.constant(images))["probabilities"].numpy()
+  np.testing.assert_allclose(tf.make_ndarray(response.outputs["probabilities"]),
+                             direct, rtol=1e-6)
+  with pytest.raises(grpc.RpcError) as e:  # a bad large request: its own error
+    _predict(served["channel"], np.full((64, 784), -1.0, np.float32))
+  assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+  assert "0-255" in e.value.details()
+
+
 def test_metadata_and_status(served):
   request = get_model_metadata_pb2.GetModelMetadataRequest()
   request.model_spec.name = NAME
