@@ -356,8 +356,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
   _quiet_tensorflow()
   from serving import server  # pylint: disable=g-import-not-at-top
   base = args.model_base_path or _default_serving_base()
-  # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the
-  # signal: stopping a server on purpose is a success, not a crash.
+  # Stopping a server on purpose is a success, not a crash. Once the event
+  # loop runs, the server handles SIGINT/SIGTERM itself and returns; these
+  # handlers cover the moments before it and after.
   signal.signal(signal.SIGTERM, _stop_serving)
   signal.signal(signal.SIGINT, _stop_serving)
   try:

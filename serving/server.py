@@ -8,6 +8,7 @@ sharing the port.
 
 import asyncio
 import dataclasses
+import signal
 import socket
 import threading
 from typing import List, Optional
@@ -139,8 +140,10 @@ class Settings:
 class Servers:
   """REST (uvicorn) and gRPC (grpc.aio) on one event loop, one batcher.
 
-  `run()` serves until uvicorn stops: on SIGINT/SIGTERM in the main thread,
-  or `stop()` from any thread. `started` is set once both APIs answer.
+  `run()` serves until SIGINT/SIGTERM (when run in the main thread) or
+  `stop()` from any thread, and then returns; a signal while a version is
+  still loading stops the server once the load ends. `started` is set once
+  both APIs answer.
   """
 
   def __init__(self, store: ModelStore, rest_socket: socket.socket,
@@ -156,12 +159,29 @@ class Servers:
     self.started = threading.Event()
     self._uvicorn = _uvicorn(RestApi(store, settings.max_payload_bytes, batcher,
                                      greedy=greedy))
+    self._loop: Optional[asyncio.AbstractEventLoop] = None
+    self._stopping: Optional[asyncio.Event] = None
+    self._stop_requested = False
 
   def stop(self) -> None:
+    """Stops serving; safe from any thread."""
+    self._stop_requested = True
     self._uvicorn.should_exit = True  # uvicorn checks it every 0.1 s
+    if self._loop is not None and self._stopping is not None:
+      self._loop.call_soon_threadsafe(self._stopping.set)
 
   async def run(self) -> None:
     from serving import grpc_server  # pylint: disable=g-import-not-at-top
+    self._loop = asyncio.get_running_loop()
+    self._stopping = asyncio.Event()
+    if self._stop_requested:
+      return
+    if threading.current_thread() is threading.main_thread():
+      # On the loop, not as Python handlers: an exception raised by a
+      # handler inside one of the loop's callbacks would only be logged.
+      # While uvicorn serves, its own handlers take over and restore these.
+      for sig in (signal.SIGINT, signal.SIGTERM):
+        self._loop.add_signal_handler(sig, self.stop)
     grpc = await grpc_server.start_async(
         self.store, self.settings.host, self.grpc_port,
         max_message_bytes=self.settings.max_payload_bytes,
@@ -169,7 +189,13 @@ class Servers:
     self.grpc_port = grpc.bound_port
     try:
       # Loading a version takes seconds: in a thread, so the loop stays live.
-      await asyncio.get_running_loop().run_in_executor(None, self.store.start)
+      loading = self._loop.run_in_executor(None, self.store.start)
+      stopping = asyncio.ensure_future(self._stopping.wait())
+      await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+      stopping.cancel()
+      if self._stopping.is_set():
+        return  # the load finishes in its thread before the loop closes
+      loading.result()
       _announce(self.store, self.settings, self.rest_port, self.grpc_port,
                 self._batcher, self.greedy)
       serving = asyncio.ensure_future(

@@ -71,3 +71,55 @@ def test_serve_as_a_user_starts_it(tft_output, tmp_path, flags, batching):
     proc.send_signal(signal.SIGTERM)
     code = proc.wait(60)
   assert code == 0, proc.stderr.read()[-2000:]
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "stop()"])
+def test_a_stop_while_a_version_loads_ends_the_server(tft_output, tmp_path, how):
+  """A signal (or stop()) during the load stops the server once the load ends.
+
+  Raising from a Python signal handler would not do it: on the event loop
+  the exception lands in one of the loop's callbacks and is only logged.
+  """
+  import asyncio  # pylint: disable=g-import-not-at-top
+  import threading  # pylint: disable=g-import-not-at-top
+  from serving import grpc_server, server, service  # pylint: disable=g-import-not-at-top
+  from serving.model_store import ModelStore  # pylint: disable=g-import-not-at-top
+  model_dir = str(tmp_path / "model")
+  export.export(build_model(Hyperparameters(), 10), tft_output, model_dir)
+  base = str(tmp_path / "mnist")
+  pusher.push(model_dir, base, {})
+  loading = threading.Event()
+
+  def slow_load(path):
+    loading.set()
+    time.sleep(1.5)
+    return service.load(path)
+
+  store = ModelStore("mnist", base, loader=slow_load)
+  servers = server.Servers(store, server.bind("127.0.0.1", 0), 0, None, None,
+                           server.Settings("mnist", base))
+
+  finished = threading.Event()
+
+  def stop_when_loading():
+    assert loading.wait(60)
+    if how == "SIGTERM":
+      os.kill(os.getpid(), signal.SIGTERM)
+    else:
+      servers.stop()
+    if not finished.wait(20):
+      servers.stop()  # the signal was lost: end the test, which then fails
+
+  raised = []
+  previous = signal.signal(signal.SIGTERM, lambda *_: raised.append("handler"))
+  try:
+    threading.Thread(target=stop_when_loading, daemon=True).start()
+    start = time.monotonic()
+    asyncio.Runner(loop_factory=grpc_server.new_loop).run(servers.run())
+    finished.set()
+    assert time.monotonic() - start < 15
+  finally:
+    store.stop()
+    signal.signal(signal.SIGTERM, previous)
+  assert not servers.started.is_set()  # it never began to serve
+  assert raised == []  # the loop's handler took the signal
