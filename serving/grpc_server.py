@@ -150,12 +150,12 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
   async def Predict(self, request, context):  # pylint: disable=invalid-name
     servable, signature, fn, inputs = self._inputs(request)
     if self.batcher is None and request.ByteSize() <= defaults.INLINE_MAX_BYTES:
-      service.check_inputs(inputs)
       if self.greedy is not None:
         # Requests that arrive together, over either API, share one call.
-        outputs = await self.greedy((servable.version, signature), fn, inputs)
+        outputs = await service.run_greedy(self.greedy, servable, signature, fn,
+                                           inputs)
       else:
-        outputs = service.run_signature(fn, inputs)
+        outputs = service.run(None, servable, signature, fn, inputs)
     else:
       # Large requests, and timed-batched ones (which wait for their
       # batch), run in a thread: the event loop keeps serving others.

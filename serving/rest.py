@@ -425,9 +425,8 @@ class RestApi:
   async def _predict_greedy(self, name: str, version: Optional[int],
                             body: Any) -> Dict[str, Any]:
     servable, signature, fn, inputs, form = self._predict_request(name, version, body)
-    service.check_inputs(inputs)
-    return format_outputs(
-        await self.greedy((servable.version, signature), fn, inputs), form)
+    return format_outputs(await service.run_greedy(
+        self.greedy, servable, signature, fn, inputs), form)
 
   def _classify(self, name: str, version: Optional[int], body: Any) -> Dict[str, Any]:
     """TF Serving's classify JSON: examples as feature dicts -> [label, score] pairs."""

@@ -116,8 +116,7 @@ def serve(base_path: str, name: str, host: str = DEFAULT_HOST,
   greedy = (GreedyBatcher(service.run_signature, max_batch_size)
             if greedy_batching and not batching else None)
   store = ModelStore(name, base_path, versions, poll_seconds, loader=service.load)
-  settings = Settings(name, base_path, host, max_batch_size, batch_timeout_micros,
-                      max_payload_bytes)
+  settings = Settings(name, base_path, host, max_payload_bytes)
   servers = Servers(store, rest_socket, grpc_port, batcher, greedy, settings)
   try:
     asyncio.Runner(loop_factory=grpc_server.new_loop).run(servers.run())
@@ -132,8 +131,6 @@ class Settings:
   name: str
   base_path: str
   host: str = DEFAULT_HOST
-  max_batch_size: int = defaults.BATCH_SIZE
-  batch_timeout_micros: int = defaults.BATCH_TIMEOUT_MICROS
   max_payload_bytes: int = defaults.MAX_PAYLOAD_BYTES
 
 
@@ -159,22 +156,23 @@ class Servers:
     self.started = threading.Event()
     self._uvicorn = _uvicorn(RestApi(store, settings.max_payload_bytes, batcher,
                                      greedy=greedy))
+    self._stopping: Optional[asyncio.Event] = None  # wakes run() during a load
     self._loop: Optional[asyncio.AbstractEventLoop] = None
-    self._stopping: Optional[asyncio.Event] = None
-    self._stop_requested = False
 
   def stop(self) -> None:
     """Stops serving; safe from any thread."""
-    self._stop_requested = True
-    self._uvicorn.should_exit = True  # uvicorn checks it every 0.1 s
-    if self._loop is not None and self._stopping is not None:
-      self._loop.call_soon_threadsafe(self._stopping.set)
+    self._uvicorn.should_exit = True  # the one stop flag; uvicorn checks it every 0.1 s
+    if self._loop is not None:
+      try:
+        self._loop.call_soon_threadsafe(self._stopping.set)
+      except RuntimeError:
+        pass  # the loop has closed: nothing left to stop
 
   async def run(self) -> None:
     from serving import grpc_server  # pylint: disable=g-import-not-at-top
-    self._loop = asyncio.get_running_loop()
     self._stopping = asyncio.Event()
-    if self._stop_requested:
+    self._loop = asyncio.get_running_loop()
+    if self._uvicorn.should_exit:  # stopped before it started
       return
     if threading.current_thread() is threading.main_thread():
       # On the loop, not as Python handlers: an exception raised by a
@@ -193,11 +191,11 @@ class Servers:
       stopping = asyncio.ensure_future(self._stopping.wait())
       await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
       stopping.cancel()
-      if self._stopping.is_set():
+      if self._uvicorn.should_exit:
         return  # the load finishes in its thread before the loop closes
       loading.result()
       _announce(self.store, self.settings, self.rest_port, self.grpc_port,
-                self._batcher, self.greedy)
+                self._batcher or self.greedy)
       serving = asyncio.ensure_future(
           self._uvicorn.serve(sockets=[self._rest_socket]))
       while not self._uvicorn.started and not serving.done():
@@ -208,7 +206,7 @@ class Servers:
       await grpc.stop(grace=2)
 
 
-def _announce(store, settings, rest_port, grpc_port, batcher, greedy) -> None:
+def _announce(store, settings, rest_port, grpc_port, batcher) -> None:
   name = settings.name
   try:
     served = store.status(name)
@@ -217,12 +215,12 @@ def _announce(store, settings, rest_port, grpc_port, batcher, greedy) -> None:
   print(f"Serving model '{name}' from {settings.base_path}: "
         + (", ".join(f"version {s.version} {s.state}" for s in served) or
            "no version yet (polling)"), flush=True)
-  if batcher:
-    print(f"Batching: up to {settings.max_batch_size} rows, "
-          f"{settings.batch_timeout_micros} µs timeout", flush=True)
-  elif greedy:
+  if isinstance(batcher, Batcher):
+    print(f"Batching: up to {batcher.max_batch_size} rows, "
+          f"{round(batcher.timeout * 1e6)} µs timeout", flush=True)
+  elif batcher:
     print(f"Batching (REST and gRPC): requests that arrive together, "
-          f"up to {settings.max_batch_size} rows, no waiting", flush=True)
+          f"up to {batcher.max_batch_size} rows, no waiting", flush=True)
   print(f"REST: http://{settings.host}:{rest_port}/v1/models/{name}", flush=True)
   print(f"gRPC: {settings.host}:{grpc_port} (tensorflow.serving.PredictionService, "
         "ModelService)", flush=True)

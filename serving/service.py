@@ -179,6 +179,13 @@ def run(batcher, servable: Servable, signature: str, fn,
   return batcher((servable.version, signature), fn, inputs)
 
 
+async def run_greedy(greedy, servable: Servable, signature: str, fn,
+                     inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+  """`run` through a GreedyBatcher, on the event loop (both APIs' path)."""
+  check_inputs(inputs)
+  return await greedy((servable.version, signature), fn, inputs)
+
+
 def signature_def_map(servable: Servable):
   """The SavedModel's own SignatureDefs (what TF Serving's metadata returns)."""
   return _signature_def_map(servable.path)

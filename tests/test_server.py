@@ -123,3 +123,4 @@ def test_a_stop_while_a_version_loads_ends_the_server(tft_output, tmp_path, how)
     signal.signal(signal.SIGTERM, previous)
   assert not servers.started.is_set()  # it never began to serve
   assert raised == []  # the loop's handler took the signal
+  servers.stop()  # once the loop has closed: nothing to do, no error
