@@ -21,7 +21,7 @@ from components.models import (ACTIVATIONS, DISTRIBUTIONS, LOSSES,
                                LR_SCHEDULES, MODELS, OPTIMIZERS,
                                OUTPUT_ACTIVATIONS, Hyperparameters)
 from components.plain_data import ConfigError
-from mnist_tfx import defaults
+from mnist_tfx import defaults, interrupts
 from mnist_tfx.process_exit import end_process
 from pipeline.configs import PipelineConfig, redact, with_overrides
 
@@ -186,7 +186,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
   _quiet_cpp()  # the run's own warnings go to its log file
   from pipeline import local_runner, workspace
   from results import summary  # pylint: disable=g-import-not-at-top
-  signal.signal(signal.SIGTERM, _interrupt)  # stop as Ctrl-C does
+  if not interrupts.ignored(signal.SIGTERM):
+    signal.signal(signal.SIGTERM, _interrupt)  # stop as Ctrl-C does
   try:
     result = local_runner.run(config, data_dir)
   except workspace.OutputDirBusy as e:

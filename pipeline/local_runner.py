@@ -12,6 +12,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, TextIO
 
+from mnist_tfx import interrupts
 from pipeline.configs import PipelineConfig
 
 PROGRESS_LOGGER = "mnist_tfx"  # our components log progress here
@@ -190,7 +191,8 @@ def run(config: PipelineConfig, data_dir: str, out: TextIO = sys.stdout,
         progress.info("imports done (%.1fs)", time.monotonic() - start)
         dag = create_pipeline(config, data_dir, specifics(config, data_dir),
                               data_only=data_only)
-        tfx.orchestration.LocalDagRunner().run(dag)
+        with interrupts.StopSignals():  # Ctrl-C stops it, even if dropped
+          tfx.orchestration.LocalDagRunner().run(dag)
       except KeyboardInterrupt:
         logging.warning("interrupted", exc_info=True)
         # Still under the lock: what this run left RUNNING is closed now.

@@ -26,6 +26,12 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _FAST = ["--epochs", "1", "--min-accuracy", "0.5", "--no-report"]
 
 
+def _as_a_terminal_starts_it():
+  """Ctrl-C at its default, even where the tests run with it ignored (as a
+  script's background commands do): the run keeps an ignored SIGINT."""
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Run:
   """`mnist-tfx run` in a subprocess, its output collected line by line."""
 
@@ -34,7 +40,8 @@ class Run:
     self.proc = subprocess.Popen(
         [sys.executable, "-m", "mnist_tfx", "run", "--data-dir", data_dir,
          "--output-dir", out, *_FAST, *args], cwd=_ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_as_a_terminal_starts_it)
     self.stdout, self.stderr = [], []
     self._readers = [threading.Thread(target=self._read, args=(s, lines), daemon=True)
                      for s, lines in ((self.proc.stdout, self.stdout),
