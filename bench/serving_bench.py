@@ -8,9 +8,9 @@ Measured:
 - p50/p99 latency of single-image requests sent one after another;
 - throughput with 16 concurrent single-image clients;
 - throughput with 100-image requests.
-This machine's speed drifts between minutes, so each round measures the
-in-process call right before the APIs and the ratios are per round; the
-median of the rounds is reported. Requests are bounded in number and time;
+This machine's speed drifts within minutes, so each API's measurement is
+bracketed by two of the in-process call and its ratios are to their mean;
+the median of the rounds is reported. Requests are bounded in number and time;
 everything stays on 127.0.0.1.
 """
 
@@ -342,6 +342,13 @@ def start_server(base: str, batching: bool,
   raise RuntimeError("server did not become ready in 120 s")
 
 
+def _bracket(before: Dict[str, float], after: Dict[str, float]) -> Dict[str, float]:
+  """The in-process reference for a measurement: the mean of the calls
+  measured right before and right after it, so drift during it counts both
+  ways."""
+  return {k: round((before[k] + after[k]) / 2, 3) for k in ("p50_ms", "p99_ms", "rate_per_s")}
+
+
 def _median(values: List[float]) -> float:
   return round(statistics.median(values), 3)
 
@@ -405,23 +412,25 @@ def main(argv=None) -> int:
   batch = rng.integers(0, 256, (BIG_BATCH,) + features.IMAGE_SHAPE).astype(np.float32)
   reference = InProcess(versions[max(versions)])
   results: Dict[str, Any] = {"rounds": args.rounds}
-  print(f"Each round measures the in-process call, then each API; ratios are to "
-        f"that round's in-process call (this machine's speed drifts between "
-        f"rounds). {args.rounds} round(s) with the default server, the median "
-        "reported; one with --enable-batching.", flush=True)
+  print(f"Each round measures each API between two measurements of the "
+        f"in-process call; its ratios are to their mean (this machine's speed "
+        f"drifts within minutes). {args.rounds} round(s) with the default "
+        "server, the median reported; one with --enable-batching.", flush=True)
   for batching in (False, True):
     server = start_server(args.model_base_path, batching)
     try:
       rounds: Dict[str, List[Dict[str, Any]]] = {"in-process": [], "REST": [], "gRPC": []}
       for n in range(1 if batching else args.rounds):
-        base = reference.measure()
-        rounds["in-process"].append(base)
-        print(f"round {n + 1}: in-process SavedModel, 1 image: p50 {base['p50_ms']} "
-              f"ms, p99 {base['p99_ms']} ms, {base['rate_per_s']} calls/s "
-              "sequential", flush=True)
+        print(f"round {n + 1}:", flush=True)
         for api in ("REST", "gRPC"):
+          before = reference.measure()
           with tempfile.TemporaryDirectory() as tmp:
             r = _measure_api(api, server, image, batch, tmp)
+          base = _bracket(before, reference.measure())
+          rounds["in-process"].append(base)
+          print(f"  in-process SavedModel, 1 image, around {api}: p50 "
+                f"{base['p50_ms']} ms, {base['rate_per_s']} calls/s sequential "
+                f"(before {before['p50_ms']} ms)", flush=True)
           seq = r["sequential"]
           r["ratios"] = {"p50": seq["p50_ms"] / base["p50_ms"],
                          "p99": seq["p99_ms"] / base["p50_ms"],
