@@ -3,9 +3,9 @@
 Python delivers a signal by raising KeyboardInterrupt wherever the main
 thread happens to be. Inside a `__del__`, a weakref or garbage-collector
 callback, the exception is printed as "Exception ignored" and dropped; inside
-a library's bare `except:` it is dropped silently. Either way the run goes
-on as if the signal never came (a 500-epoch Trainer ran to its end after
-Ctrl-C). `StopSignals` raises it again until the run has it: at once when
+a library's bare `except:` (Keras has several on its training path) it is
+dropped silently. Either way the run would go on as if the signal never
+came. `StopSignals` raises it again until the run has it: at once when
 Python reports it dropped, `retry` seconds after the last one otherwise,
 until the `with` block is left; and a block that ends after a stop was
 asked for ends with KeyboardInterrupt, whatever it returned or raised.
