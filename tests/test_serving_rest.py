@@ -156,6 +156,42 @@ def test_numeric_body_leaves_everything_else_to_the_full_parser(raw):
   assert rest.NumericBody.read(raw) is None
 
 
+def _damaged(value, rng):
+  """`value` (nested lists) with one random change that may make it irregular."""
+  path, node = [], value
+  while isinstance(node, list):
+    i = int(rng.integers(len(node)))
+    path.append((node, i))
+    node = node[i]
+  parent, i = path[int(rng.integers(len(path)))]
+  change = rng.integers(5)
+  if change == 0:
+    del parent[i]  # one element short
+  elif change == 1:
+    parent.insert(i, parent[i])  # one element more
+  elif change == 2:
+    parent[i] = [parent[i]]  # nested one level deeper
+  elif change == 3 and isinstance(parent[i], list):
+    parent[i] = 7  # a number where an array was
+  return value  # (change 4: unchanged)
+
+
+def test_the_numeric_body_accepts_exactly_the_regular_tensors():
+  rng = np.random.default_rng(11)
+  for _ in range(400):
+    shape = tuple(int(d) for d in rng.integers(1, 4, int(rng.integers(2, 5))))
+    value = _damaged(rng.integers(0, 256, shape).tolist(), rng)
+    try:
+      expected = np.array(value, dtype=np.float64)
+      regular = expected.ndim >= 2 and expected.size > 0
+    except ValueError:  # ragged
+      regular = False
+    body = rest.NumericBody.read(json.dumps({"instances": value}).encode())
+    assert (body is not None) == regular, value
+    if regular:
+      np.testing.assert_array_equal(body.values, expected)
+
+
 @pytest.mark.parametrize("shape", [(3, 784), (3, 28, 28)])
 def test_the_numeric_body_path_answers_as_the_full_parser(client, shape):
   images = _images(3, seed=3).reshape(shape).tolist()
