@@ -19,7 +19,7 @@ import time
 from typing import Optional
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-RETRY_SECONDS = 2.0  # longer than any unwinding to the run's handler takes
+RETRY_SECONDS = 2.0  # time for the first interrupt to unwind to the run's handler
 
 
 def ignored(signum: int) -> bool:

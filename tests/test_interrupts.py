@@ -23,11 +23,15 @@ def _signals_as_in_a_terminal():
     signal.signal(signum, handler)
 
 
+def _signal(signum):
+  os.kill(os.getpid(), signum)
+  time.sleep(5)  # the handler raises during the sleep
+
+
 def _signal_and_drop(signum):
   """What a library's bare `except:` does to an interrupt that lands in it."""
   try:
-    os.kill(os.getpid(), signum)
-    time.sleep(5)  # the handler raises during the sleep
+    _signal(signum)
   except BaseException:  # pylint: disable=broad-except
     pass
 
@@ -36,12 +40,7 @@ class _DropsInDel:
   """An interrupt that lands in `__del__` is printed and dropped by Python."""
 
   def __del__(self):
-    _signal_and_drop_unprotected()
-
-
-def _signal_and_drop_unprotected():
-  os.kill(os.getpid(), signal.SIGINT)
-  time.sleep(5)
+    _signal(signal.SIGINT)
 
 
 def _work_on(seconds):
@@ -103,8 +102,7 @@ def test_leaving_ends_the_repeats_and_restores_the_handlers():
   hook = sys.unraisablehook
   with pytest.raises(KeyboardInterrupt):
     with StopSignals(retry=0.1):
-      os.kill(os.getpid(), signal.SIGINT)
-      time.sleep(5)
+      _signal(signal.SIGINT)
   # The caller's cleanup runs undisturbed: no repeat arrives any more.
   assert _work_on(1)
   assert {s: signal.getsignal(s) for s in handlers} == handlers
