@@ -29,7 +29,7 @@ from tfx_bsl.public import tfxio
 
 from components import features, tuning
 from components.models import Hyperparameters, build_model
-from components.trainer import export, multi_worker
+from components.trainer import export, memory, multi_worker
 
 _LOG = logging.getLogger("mnist_tfx.trainer")  # shown as progress by the CLI
 HISTORY_FILE = "history.json"  # per-epoch metrics, in the model run dir
@@ -135,6 +135,12 @@ def callbacks(model_run_dir: str) -> List[keras.callbacks.Callback]:
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
   """Trains the configured model and exports the serving SavedModel."""
+  memory.release_freed()  # what the data components left: ~35 MB
+  with memory.large_blocks_unpooled():  # ~110 MB lower peak (see memory)
+    _train(fn_args)
+
+
+def _train(fn_args: tfx.components.FnArgs) -> None:
   hp = Hyperparameters.from_dict(fn_args.custom_config["hyperparameters"])
   if fn_args.hyperparameters:  # the Tuner's best trial (run --tune)
     hp = tuning.apply(hp, tuning.best_values(fn_args.hyperparameters))
