@@ -36,7 +36,8 @@ def _libc():
 # Run in a fresh interpreter: malloc serves a large request from free space
 # the heap already has before it considers a mapping, so the answer depends
 # on the process's history. The 20 MiB block freed first raises glibc's
-# dynamic threshold as TFX's data components do before the Trainer.
+# dynamic threshold as TFX's data components do before the Trainer; the
+# trim threshold is then put at its start value, whatever it had become.
 _PROBE = r"""
 import ctypes, json, sys
 from components.trainer import memory
@@ -59,7 +60,14 @@ def mapped_alone(size):
   libc.free(block)
   return alone
 
+def kept_at_top():  # free bytes kept at the heap's top after 6.4 MB came and went
+  blocks = [libc.malloc(400_000) for _ in range(16)]
+  for block in reversed(blocks):
+    libc.free(block)
+  return libc.mallinfo2().keepcost
+
 libc.free(libc.malloc(20 << 20))
+libc.mallopt(-1, 128 << 10)  # the trim threshold at glibc's start value
 sizes = {"1MiB+4KiB": memory.TRAINING_THRESHOLD + 4096, "3MiB": 3 << 20,
          "320KB": 320_000, "512KiB": memory.TRAINING_THRESHOLD // 2}
 out = {}
@@ -67,8 +75,12 @@ if sys.argv[1] == "within":
   with memory.large_blocks_unpooled() as applied:
     out["applied"] = applied
     out["within"] = {k: mapped_alone(v) for k, v in sizes.items()}
+    out["kept_at_top"] = kept_at_top()
   out["after"] = {"3MiB": mapped_alone(3 << 20),
                   "33MiB": mapped_alone(memory.AFTER_THRESHOLD + (1 << 20))}
+elif sys.argv[1] == "mmap_only":
+  libc.mallopt(-3, memory.TRAINING_THRESHOLD)
+  out["kept_at_top"] = kept_at_top()
 else:
   out["without"] = {k: mapped_alone(v) for k, v in sizes.items()}
 print(json.dumps(out))
@@ -90,8 +102,14 @@ def test_within_blocks_of_a_mebibyte_or_more_are_mapped_alone_and_smaller_are_no
       "3MiB": True,  # a 1,024-example batch of 784 float32
       "320KB": False,  # a training step's gradient stays pooled
       "512KiB": False}
+  assert out["kept_at_top"] >= 6_000_000  # reused, not given back and refaulted
   # After leaving: glibc's ceiling, set and fixed.
   assert out["after"] == {"3MiB": False, "33MiB": True}
+
+
+def test_the_mmap_threshold_alone_would_give_the_heap_top_back_at_each_free():
+  """Why the trim threshold is set too: glibc leaves it at 128 KiB then."""
+  assert _probe("mmap_only")["kept_at_top"] < 1_000_000
 
 
 def test_without_it_the_risen_threshold_pools_large_blocks():
@@ -120,7 +138,8 @@ def test_the_threshold_is_reset_when_the_block_raises(monkeypatch):
   with pytest.raises(RuntimeError):
     with memory.large_blocks_unpooled():
       raise RuntimeError("training failed")
-  assert fake.calls == [(-3, memory.TRAINING_THRESHOLD), (-3, memory.AFTER_THRESHOLD)]
+  assert fake.calls == [(-3, memory.TRAINING_THRESHOLD), (-1, memory.TRAINING_TRIM),
+                        (-3, memory.AFTER_THRESHOLD), (-1, memory.AFTER_TRIM)]
 
 
 def test_without_glibc_nothing_is_set_and_training_goes_on(monkeypatch):

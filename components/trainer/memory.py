@@ -11,9 +11,15 @@ heap keeps what is freed: the process grew ~30 MB an epoch. Measured with
 components' garbage collected and the heap's free pages returned (~35 MB,
 0.3 s). A 128 KiB threshold lowered the peak as much but mapped and
 faulted in every training step's gradients (the improved model's 784x100
-kernel is 313 KB): the Trainer took 18-22 s instead of 11. A threshold
-that was set no longer moves by itself, so leaving sets 32 MiB, glibc's
-own ceiling.
+kernel is 313 KB): the Trainer took 18-22 s instead of 11. Setting the
+threshold also stops glibc adjusting the trim threshold (how much free
+memory a heap keeps at its top) from its 128 KiB default: every few steps a
+heap gave pages back and faulted them in again (minor faults in a 5-epoch
+fit: ~47k by default, 390-475k with the 1 MiB threshold alone, 71-80k with
+a 32 MiB trim threshold as well; system time 1.4-1.6, 2.5-2.6 and
+1.3-1.8 s; peak 1,160-1,169, 1,062-1,065 and 1,069-1,076 MB). Set values
+no longer move by themselves, so leaving sets what glibc's adjustment
+reaches on its own: 32 MiB and 64 MiB.
 """
 
 import contextlib
@@ -21,9 +27,12 @@ import ctypes
 import gc
 from typing import Iterator, Optional
 
-_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (glibc's malloc.h)
+_M_TRIM_THRESHOLD = -1  # mallopt's parameter numbers (glibc's malloc.h)
+_M_MMAP_THRESHOLD = -3
 TRAINING_THRESHOLD = 1 << 20  # bytes; see the module docstring
+TRAINING_TRIM = 32 << 20  # free heap top kept for reuse while training
 AFTER_THRESHOLD = 32 << 20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
+AFTER_TRIM = 2 * AFTER_THRESHOLD  # where glibc's own adjustment would put it
 
 
 def _glibc() -> Optional[ctypes.CDLL]:
@@ -50,19 +59,23 @@ def release_freed() -> None:
     libc.malloc_trim(0)
 
 
-def set_mmap_threshold(size: int) -> bool:
-  """Blocks of `size` bytes or more get mappings of their own; False if not glibc."""
+def set_thresholds(mmap_size: int, trim_size: int) -> bool:
+  """Blocks of `mmap_size` bytes or more get mappings of their own, and a
+  heap gives back free memory at its top beyond `trim_size`; False if not
+  glibc or refused."""
   libc = _glibc()
-  return bool(libc is not None and libc.mallopt(_M_MMAP_THRESHOLD, size) == 1)
+  return bool(libc is not None
+              and libc.mallopt(_M_MMAP_THRESHOLD, mmap_size) == 1
+              and libc.mallopt(_M_TRIM_THRESHOLD, trim_size) == 1)
 
 
 @contextlib.contextmanager
 def large_blocks_unpooled() -> Iterator[bool]:
   """Within, a block of 1 MiB or more that the heap's free space cannot hold is
   mapped alone instead of growing the heap. Yields whether that applies."""
-  applied = set_mmap_threshold(TRAINING_THRESHOLD)
+  applied = set_thresholds(TRAINING_THRESHOLD, TRAINING_TRIM)
   try:
     yield applied
   finally:
     if applied:
-      set_mmap_threshold(AFTER_THRESHOLD)
+      set_thresholds(AFTER_THRESHOLD, AFTER_TRIM)
