@@ -221,6 +221,8 @@ def report(r: Dict[str, Any]) -> str:
       f"cached rerun: {c['seconds']:6.1f}s  = {r['ratio_cached']:.2f}x plain, median "
       f"{r['ratio_cached_median']:.2f}x (target <= 0.3x)  all cached={c['all_cached']}  "
       f"pushed new={c['pushed_new']}  peak RSS {c['peak_rss_mb']} MB",
+      f"peak RSS    : pipeline {p['peak_rss_mb']} MB = "
+      f"{p['peak_rss_mb'] / k['peak_rss_mb']:.2f}x plain's (target <= 1.0x)",
       "components  : " + ", ".join(f"{n} {s:.1f}s" for n, s in
                                    p["component_seconds"].items() if s >= 0.05),
   ]
