@@ -49,6 +49,7 @@ class StopSignals:
     self._retry = retry
     self._lock = threading.Lock()  # the watcher's check-then-raise vs leaving
     self._signum: Optional[int] = None  # the signal to raise again
+    self.asked_at: Optional[float] = None  # time.time() of the first stop signal
     self._raised_at = 0.0  # time.monotonic() of the last KeyboardInterrupt
     self._repeat_pending = False  # raised by the watcher, not yet handled
     self._left = False
@@ -110,6 +111,8 @@ class StopSignals:
         return  # a repeat that arrived after the block was left
     self._signum = signum
     self._raised_at = time.monotonic()
+    if self.asked_at is None:
+      self.asked_at = time.time()
     raise KeyboardInterrupt
 
   def _unraisable(self, unraisable) -> None:

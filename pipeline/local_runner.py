@@ -179,6 +179,7 @@ def run(config: PipelineConfig, data_dir: str, out: TextIO = sys.stdout,
     out.write(f"mnist-tfx: running the pipeline; full log: {log_path}\n")
     out.flush()
     error: Optional[BaseException] = None
+    stop = interrupts.StopSignals()
     try:
       try:
         progress = logging.getLogger(PROGRESS_LOGGER)
@@ -191,12 +192,15 @@ def run(config: PipelineConfig, data_dir: str, out: TextIO = sys.stdout,
         progress.info("imports done (%.1fs)", time.monotonic() - start)
         dag = create_pipeline(config, data_dir, specifics(config, data_dir),
                               data_only=data_only)
-        with interrupts.StopSignals():  # Ctrl-C stops it, even if dropped
+        with stop:  # Ctrl-C stops it, even if dropped
           tfx.orchestration.LocalDagRunner().run(dag)
       except KeyboardInterrupt:
         logging.warning("interrupted", exc_info=True)
-        # Still under the lock: what this run left RUNNING is closed now.
-        workspace.close_interrupted(config, summary.INTERRUPTED)
+        # Still under the lock: what this run left RUNNING is closed now, and
+        # what failed once the stop was asked (TensorFlow can turn the
+        # interrupt into another error, and TFX records that as a failure).
+        workspace.close_interrupted(config, summary.INTERRUPTED,
+                                    failed_since=stop.asked_at)
         result = finish("interrupted")
         raise RunInterrupted(result) from None
       except Exception as e:  # pylint: disable=broad-except

@@ -107,9 +107,12 @@ def exclusive(config: PipelineConfig) -> Iterator[None]:
 
 # --- recovery ----------------------------------------------------------------
 
-def close_interrupted(config: PipelineConfig, reason: str) -> List[str]:
+def close_interrupted(config: PipelineConfig, reason: str,
+                      failed_since: Optional[float] = None) -> List[str]:
   """Marks executions still RUNNING as CANCELED and removes their partial
-  output dirs; returns one line per execution.
+  output dirs; returns one line per execution. With `failed_since` (a
+  time.time() when the run was asked to stop), executions that failed at or
+  after it are the interrupt's too, and are closed the same way.
 
   Only safe while `exclusive` is held: then no live run owns them. In a
   shared store, only the executions that wrote into this output dir's
@@ -123,8 +126,11 @@ def close_interrupted(config: PipelineConfig, reason: str) -> List[str]:
   store = metadata.open_store(metadata_path, readonly=False)
   execution = metadata_store_pb2.Execution
   artifact = metadata_store_pb2.Artifact
+  since_ms = None if failed_since is None else int(failed_since * 1000)
   stale = [e for e in store.get_executions()
-           if e.last_known_state in (execution.RUNNING, execution.NEW)]
+           if e.last_known_state in (execution.RUNNING, execution.NEW)
+           or (since_ms is not None and e.last_known_state == execution.FAILED
+               and e.last_update_time_since_epoch >= since_ms)]
   if config.shared_metadata:
     ours = {eid for eid, _ in _artifact_dirs(config.pipeline_root_uri)}
     stale = [e for e in stale if e.id in ours]

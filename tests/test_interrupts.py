@@ -97,6 +97,18 @@ def test_a_failure_after_the_interrupt_is_reported_as_the_interrupt():
   assert isinstance(raised.value.__cause__, RuntimeError)
 
 
+def test_it_records_when_the_first_stop_was_asked():
+  stop = StopSignals(retry=0.3)
+  before = time.time()
+  with pytest.raises(KeyboardInterrupt):
+    with stop:
+      _signal_and_drop(signal.SIGINT)
+      first = stop.asked_at
+      _work_on(10)  # the repeat does not move it
+  assert before <= first <= time.time()
+  assert stop.asked_at == first
+
+
 def test_leaving_ends_the_repeats_and_restores_the_handlers():
   handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
   hook = sys.unraisablehook
@@ -111,8 +123,9 @@ def test_leaving_ends_the_repeats_and_restores_the_handlers():
 
 
 def test_a_block_without_signals_is_left_as_it_ends():
-  with StopSignals(retry=0.1):
+  with StopSignals(retry=0.1) as stop:
     assert _work_on(0.3)
+  assert stop.asked_at is None
   with pytest.raises(ValueError):
     with StopSignals(retry=0.1):
       raise ValueError("its own error")

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -66,3 +67,61 @@ def test_an_unreadable_store_is_one_clear_error(tmp_path):
   (tmp_path / "metadata.sqlite").write_bytes(b"not a database")
   with pytest.raises(workspace.MetadataUnreadable, match="file is not a database"):
     workspace.recover(PipelineConfig(output_dir=str(tmp_path)), "test")
+
+
+
+def _store(config):
+  """An empty SQLite ML Metadata store at the config's path."""
+  from ml_metadata import metadata_store
+  from ml_metadata.proto import metadata_store_pb2
+  connection = metadata_store_pb2.ConnectionConfig()
+  connection.sqlite.filename_uri = config.metadata_uri
+  connection.sqlite.connection_mode = (
+      metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE)
+  store = metadata_store.MetadataStore(connection)
+  store.put_execution_type(metadata_store_pb2.ExecutionType(name="Trainer"))
+  return store
+
+
+def _add(store, config, *states):
+  """Executions in `states`, each with an output dir named by its id, as TFX
+  writes them."""
+  from ml_metadata.proto import metadata_store_pb2
+  type_id = store.get_execution_type("Trainer").id
+  ids = store.put_executions([metadata_store_pb2.Execution(
+      type_id=type_id, last_known_state=state) for state in states])
+  for eid in ids:
+    os.makedirs(os.path.join(config.pipeline_root_uri, "Trainer", "model", str(eid)))
+
+
+def test_closing_an_interrupted_run_cancels_what_ran_and_what_failed_after_the_stop(tmp_path):
+  from ml_metadata.proto import metadata_store_pb2
+  execution = metadata_store_pb2.Execution
+  config = PipelineConfig(output_dir=str(tmp_path))
+  store = _store(config)
+  _add(store, config, execution.FAILED, execution.COMPLETE)  # before the stop
+  time.sleep(0.05)
+  asked_at = time.time()
+  time.sleep(0.01)
+  # After it: a failure the interrupt caused, and what was still running.
+  _add(store, config, execution.FAILED, execution.RUNNING)
+
+  lines = workspace.close_interrupted(config, "interrupted", failed_since=asked_at)
+
+  states = {e.id: e.last_known_state for e in store.get_executions()}
+  assert states == {1: execution.FAILED, 2: execution.COMPLETE,
+                    3: execution.CANCELED, 4: execution.CANCELED}
+  assert len(lines) == 2 and all("marked CANCELED" in l for l in lines)
+  left = os.listdir(os.path.join(config.pipeline_root_uri, "Trainer", "model"))
+  assert sorted(left) == ["1", "2"]  # the closed executions' partial outputs are gone
+
+
+def test_without_a_stop_time_a_failure_stays_a_failure(tmp_path):
+  from ml_metadata.proto import metadata_store_pb2
+  execution = metadata_store_pb2.Execution
+  config = PipelineConfig(output_dir=str(tmp_path))
+  store = _store(config)
+  _add(store, config, execution.FAILED, execution.RUNNING)
+  workspace.close_interrupted(config, "its run died")  # a dead run's recovery
+  assert [e.last_known_state for e in store.get_executions()] == [
+      execution.FAILED, execution.CANCELED]
