@@ -13,13 +13,14 @@ components' garbage collected and the heap's free pages returned (~35 MB,
 faulted in every training step's gradients (the improved model's 784x100
 kernel is 313 KB): the Trainer took 18-22 s instead of 11. Setting the
 threshold also stops glibc adjusting the trim threshold (how much free
-memory a heap keeps at its top) from its 128 KiB default: every few steps a
-heap gave pages back and faulted them in again (minor faults in a 5-epoch
-fit: ~47k by default, 390-475k with the 1 MiB threshold alone, 71-80k with
-a 32 MiB trim threshold as well; system time 1.4-1.6, 2.5-2.6 and
-1.3-1.8 s; peak 1,160-1,169, 1,062-1,065 and 1,069-1,076 MB). Set values
-no longer move by themselves, so leaving sets what glibc's adjustment
-reaches on its own: 32 MiB and 64 MiB.
+memory a heap keeps at its top), which then stays where it was, 128 KiB in
+a process that set it early: every few steps a heap gave pages back and
+faulted them in again (minor faults in a 5-epoch fit with the thresholds
+set at start: ~47k by default, 390-475k with the 1 MiB threshold alone,
+71-80k with a 32 MiB trim threshold as well; system time 1.4-1.6, 2.5-2.6
+and 1.3-1.8 s; peak 1,160-1,169, 1,062-1,065 and 1,069-1,076 MB). So both
+are set, whatever they were. Set values no longer move by themselves, so
+leaving sets what glibc's adjustment reaches on its own: 32 and 64 MiB.
 """
 
 import contextlib
