@@ -20,16 +20,24 @@ class _Mallinfo2(ctypes.Structure):
       "uordblks", "fordblks", "keepcost")]
 
 
-def _libc():
+def malloc_libc():
+  """glibc with malloc, free and mallinfo2 typed; None where not available."""
   if memory._glibc() is None:
-    pytest.skip("not glibc")
+    return None
   libc = ctypes.CDLL(None)
-  if not hasattr(libc, "mallinfo2"):
-    pytest.skip("glibc without mallinfo2 (< 2.33)")
+  if not hasattr(libc, "mallinfo2"):  # glibc < 2.33
+    return None
   libc.mallinfo2.restype = _Mallinfo2
   libc.malloc.restype = ctypes.c_void_p
   libc.malloc.argtypes = (ctypes.c_size_t,)
   libc.free.argtypes = (ctypes.c_void_p,)
+  return libc
+
+
+def _libc():
+  libc = malloc_libc()
+  if libc is None:
+    pytest.skip("not glibc >= 2.33 (mallinfo2)")
   return libc
 
 
@@ -39,18 +47,11 @@ def _libc():
 # dynamic threshold as TFX's data components do before the Trainer; the
 # trim threshold is then put at its start value, whatever it had become.
 _PROBE = r"""
-import ctypes, json, sys
+import json, sys
 from components.trainer import memory
+from tests.test_trainer_memory import malloc_libc
 
-class Mallinfo2(ctypes.Structure):
-  _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks",
-      "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-libc = ctypes.CDLL(None)
-libc.mallinfo2.restype = Mallinfo2
-libc.malloc.restype = ctypes.c_void_p
-libc.malloc.argtypes = (ctypes.c_size_t,)
-libc.free.argtypes = (ctypes.c_void_p,)
+libc = malloc_libc()
 
 def mapped_alone(size):
   before = libc.mallinfo2().hblks
@@ -67,7 +68,7 @@ def kept_at_top():  # free bytes kept at the heap's top after 6.4 MB came and we
   return libc.mallinfo2().keepcost
 
 libc.free(libc.malloc(20 << 20))
-libc.mallopt(-1, 128 << 10)  # the trim threshold at glibc's start value
+libc.mallopt(memory._M_TRIM_THRESHOLD, 128 << 10)  # glibc's start value
 sizes = {"1MiB+4KiB": memory.TRAINING_THRESHOLD + 4096, "3MiB": 3 << 20,
          "320KB": 320_000, "512KiB": memory.TRAINING_THRESHOLD // 2}
 out = {}
@@ -79,7 +80,7 @@ if sys.argv[1] == "within":
   out["after"] = {"3MiB": mapped_alone(3 << 20),
                   "33MiB": mapped_alone(memory.AFTER_THRESHOLD + (1 << 20))}
 elif sys.argv[1] == "mmap_only":
-  libc.mallopt(-3, memory.TRAINING_THRESHOLD)
+  libc.mallopt(memory._M_MMAP_THRESHOLD, memory.TRAINING_THRESHOLD)
   out["kept_at_top"] = kept_at_top()
 else:
   out["without"] = {k: mapped_alone(v) for k, v in sizes.items()}

@@ -74,9 +74,9 @@ def _store(config):
   """An empty SQLite ML Metadata store at the config's path."""
   from ml_metadata import metadata_store
   from ml_metadata.proto import metadata_store_pb2
-  connection = metadata_store_pb2.ConnectionConfig()
-  connection.sqlite.filename_uri = config.metadata_uri
-  connection.sqlite.connection_mode = (
+  from results import metadata
+  connection = metadata.connection_config(config.metadata_uri, readonly=False)
+  connection.sqlite.connection_mode = (  # and create the file
       metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE)
   store = metadata_store.MetadataStore(connection)
   store.put_execution_type(metadata_store_pb2.ExecutionType(name="Trainer"))

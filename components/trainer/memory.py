@@ -25,6 +25,7 @@ leaving sets what glibc's adjustment reaches on its own: 32 and 64 MiB.
 
 import contextlib
 import ctypes
+import functools
 import gc
 from typing import Iterator, Optional
 
@@ -36,8 +37,10 @@ AFTER_THRESHOLD = 32 << 20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
 AFTER_TRIM = 2 * AFTER_THRESHOLD  # where glibc's own adjustment would put it
 
 
+@functools.lru_cache(maxsize=None)
 def _glibc() -> Optional[ctypes.CDLL]:
-  """The process's C library if it is glibc, else None (musl, macOS)."""
+  """The process's C library if it is glibc, else None (musl, macOS); looked
+  up and typed once."""
   try:
     libc = ctypes.CDLL(None)
   except OSError:
