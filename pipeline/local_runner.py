@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, TextIO
 
-from mnist_tfx import interrupts
+from mnist_tfx import gc_policy, interrupts
 from pipeline.configs import PipelineConfig
 
 PROGRESS_LOGGER = "mnist_tfx"  # our components log progress here
@@ -187,8 +187,9 @@ def run(config: PipelineConfig, data_dir: str, out: TextIO = sys.stdout,
                                       f"of {stamp}"):
           progress.warning("%s", line)
         finish("running", read_metadata=False)
-        from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
-        from pipeline.pipeline import create_pipeline  # pylint: disable=g-import-not-at-top
+        with gc_policy.frozen_imports():  # TF, Beam, TFX: kept, not walked
+          from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
+          from pipeline.pipeline import create_pipeline  # pylint: disable=g-import-not-at-top
         progress.info("imports done (%.1fs)", time.monotonic() - start)
         dag = create_pipeline(config, data_dir, specifics(config, data_dir),
                               data_only=data_only)

@@ -6,6 +6,7 @@ is evaluated against the blessed one and not pushed, and bad data that stops
 before training.
 """
 
+import gc
 import io
 import os
 
@@ -49,6 +50,12 @@ def test_every_component_ran(first):
   assert list(first["component_status"]) == EXECUTED[:7] + [RESOLVER] + EXECUTED[7:]
   assert all(first["component_status"][n] == "complete" for n in EXECUTED)
   assert first["train_examples"] == 300 and first["eval_examples"] == 100
+
+
+def test_the_objects_of_the_runs_imports_are_frozen(first):
+  # mnist_tfx.gc_policy: later full collections skip them (once per process).
+  assert first["status"] == "succeeded"
+  assert gc.get_freeze_count() > 100_000
 
 
 def test_statistics_schema_and_anomalies_exist(first):
