@@ -47,7 +47,8 @@ def eval_config(min_accuracy: float, max_regression: float):
                       change_threshold=tfma.GenericChangeThreshold(
                           direction=tfma.MetricDirection.HIGHER_IS_BETTER,
                           absolute={"value": -max_regression})))]),
-          tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
+          tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot",
+                            module="components.tfma_metrics"),
       ])])
 
 

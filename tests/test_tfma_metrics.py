@@ -94,3 +94,168 @@ def test_blessing_thresholds_apply_to_the_overall_slice_only():
   assert not scoped.slicing_specs[0].feature_keys  # the overall slice
   assert scoped.threshold.value_threshold.lower_bound.value == 0.9
   assert scoped.threshold.change_threshold.absolute.value == -0.001
+
+
+# The inputs TFMA builds for this project's model: an int64 label of shape
+# (1,), the signature's outputs as a dict, no example weights.
+_MODEL_CONFIG = tfma.EvalConfig(model_specs=[tfma.ModelSpec(
+    label_key="label", prediction_key="probabilities")])
+_COMBINER_ARGS = dict(model_name="", output_name="", example_weighted=False,
+                      flatten=False, require_single_example_weight=True)
+
+
+def _model_inputs(label, scores, **extra):
+  return tfma.metrics.StandardMetricInputs(
+      labels=np.array([label], dtype=np.int64),
+      predictions={"probabilities": np.asarray(scores, dtype=np.float32),
+                   "classes": np.arange(len(scores))}, **extra)
+
+
+def _as_lists(results):
+  return [[(a.shape, a.dtype.str, a.tolist()) for a in r] for r in results]
+
+
+def _tfma(inputs, config, **args):
+  return _as_lists(tfma_metrics.metric_util.to_label_prediction_example_weight(
+      inputs, eval_config=config, **args))
+
+
+def _ours(inputs, config, **args):
+  return _as_lists(tfma_metrics.label_prediction_weight(
+      inputs, eval_config=config, **args))
+
+
+@pytest.fixture
+def fresh_check(monkeypatch):
+  """The once-per-process comparison with TFMA, as in a new process."""
+  state = {"checked": False, "on": True}
+  monkeypatch.setattr(tfma_metrics, "_state", state)
+  return state
+
+
+def test_the_shortcut_reads_this_models_inputs_as_tfma_does(fresh_check):
+  rng = np.random.default_rng(0)
+  for label in range(10):
+    inputs = _model_inputs(label, rng.random(10))
+    assert tfma_metrics._shortcut(inputs, _MODEL_CONFIG, _COMBINER_ARGS) is not None
+    assert _ours(inputs, _MODEL_CONFIG, **_COMBINER_ARGS) == _tfma(
+        inputs, _MODEL_CONFIG, **_COMBINER_ARGS)
+  assert fresh_check == {"checked": True, "on": True}
+
+
+_SCORES = [0.1, 0.7, 0.2]
+_OTHER_FORMS = {
+    "weighted": (_model_inputs(1, _SCORES, example_weights=np.array([2.0])),
+                 _MODEL_CONFIG, dict(_COMBINER_ARGS, example_weighted=True)),
+    "flattened": (_model_inputs(1, _SCORES), _MODEL_CONFIG,
+                  dict(_COMBINER_ARGS, flatten=True)),
+    "a model name": (
+        tfma.metrics.StandardMetricInputs(
+            labels=np.array([1]), predictions={
+                "a": {"probabilities": np.array(_SCORES, np.float32)},
+                "b": {"probabilities": np.array(_SCORES[::-1], np.float32)}}),
+        tfma.EvalConfig(model_specs=[
+            tfma.ModelSpec(name="a", prediction_key="probabilities"),
+            tfma.ModelSpec(name="b", prediction_key="probabilities")]),
+        dict(_COMBINER_ARGS, model_name="a")),
+    "predictions not a dict": (
+        tfma.metrics.StandardMetricInputs(
+            labels=np.array([1]), predictions=np.array(_SCORES, np.float32)),
+        _MODEL_CONFIG, _COMBINER_ARGS),
+    "no prediction key": (_model_inputs(1, _SCORES),
+                          tfma.EvalConfig(model_specs=[tfma.ModelSpec()]),
+                          _COMBINER_ARGS),
+    "a float label": (
+        tfma.metrics.StandardMetricInputs(
+            labels=np.array([1.0]),
+            predictions={"probabilities": np.array(_SCORES, np.float32)}),
+        _MODEL_CONFIG, _COMBINER_ARGS),
+    "a batched label": (
+        tfma.metrics.StandardMetricInputs(
+            labels=np.array([[1]]),
+            predictions={"probabilities": np.array(_SCORES, np.float32)}),
+        _MODEL_CONFIG, _COMBINER_ARGS),
+    "batched scores": (
+        tfma.metrics.StandardMetricInputs(
+            labels=np.array([1]),
+            predictions={"probabilities": np.array([_SCORES], np.float32)}),
+        _MODEL_CONFIG, _COMBINER_ARGS),
+    "a label dict": (
+        tfma.metrics.StandardMetricInputs(
+            labels={"label": np.array([1])},
+            predictions={"probabilities": np.array(_SCORES, np.float32)}),
+        _MODEL_CONFIG, _COMBINER_ARGS),
+    "string labels and classes": (
+        tfma.metrics.StandardMetricInputs(
+            labels=np.array([b"b"]),
+            predictions={"probabilities": np.array(_SCORES, np.float32),
+                         "all_classes": np.array([b"a", b"b", b"c"])}),
+        _MODEL_CONFIG, _COMBINER_ARGS),
+    "a sub key": (_model_inputs(1, _SCORES), _MODEL_CONFIG,
+                  dict(_COMBINER_ARGS, sub_key=tfma.metrics.SubKey(class_id=1))),
+}
+
+
+@pytest.mark.parametrize("form", sorted(_OTHER_FORMS))
+def test_other_inputs_go_to_tfmas_reader(form, fresh_check):
+  inputs, config, args = _OTHER_FORMS[form]
+  assert tfma_metrics._shortcut(inputs, config, args) is None
+  assert _ours(inputs, config, **args) == _tfma(inputs, config, **args)
+  assert fresh_check == {"checked": False, "on": True}
+
+
+def test_a_difference_from_tfma_turns_the_shortcut_off(fresh_check, monkeypatch,
+                                                       caplog):
+  def reader_that_differs(inputs, eval_config=None, **args):
+    del eval_config, args
+    yield (inputs.label, np.array([0.0, 1.0], np.float32),
+           np.array([1.0], np.float32))
+
+  monkeypatch.setattr(tfma_metrics.metric_util,
+                      "to_label_prediction_example_weight", reader_that_differs)
+  inputs = _model_inputs(3, [0.1] * 9 + [0.9])
+  with caplog.at_level("WARNING", logger=tfma_metrics.__name__):
+    first = _ours(inputs, _MODEL_CONFIG, **_COMBINER_ARGS)
+  assert first[0][1][2] == [0.0, 1.0]  # TFMA's answer, not the shortcut's
+  assert fresh_check == {"checked": True, "on": False}
+  assert "generic reader" in caplog.text
+  assert _ours(inputs, _MODEL_CONFIG, **_COMBINER_ARGS)[0][1][2] == [0.0, 1.0]
+
+
+def _evaluate_model_inputs(computations, examples):
+  metrics = {}
+  for c in computations:
+    if isinstance(c, tfma.metrics.MetricComputation):
+      acc = c.combiner.create_accumulator()
+      for label, scores in examples:
+        acc = c.combiner.add_input(acc, _model_inputs(label, scores))
+      metrics.update(c.combiner.extract_output(acc))
+  for c in computations:
+    if isinstance(c, tfma.metrics.DerivedMetricComputation):
+      metrics.update(c.result(metrics))
+  return metrics
+
+
+def test_the_plot_is_tfmas_plot(fresh_check):
+  del fresh_check
+  rng = np.random.default_rng(1)
+  examples = [(int(rng.integers(10)), rng.dirichlet(np.ones(10)))
+              for _ in range(300)]
+  ours = _evaluate_model_inputs(tfma_metrics.MultiClassConfusionMatrixPlot()
+                                .computations(eval_config=_MODEL_CONFIG), examples)
+  theirs = _evaluate_model_inputs(tfma.metrics.MultiClassConfusionMatrixPlot()
+                                  .computations(eval_config=_MODEL_CONFIG), examples)
+  (key,) = [k for k in theirs if k.name == tfma_metrics.PLOT_NAME]
+  assert ours[key] == theirs[key]
+  assert sum(e.num_weighted_examples for e in ours[key].matrices[0].entries) == 300
+
+
+def test_accuracy_and_plot_count_each_example_once():
+  computations = (tfma_metrics.MultiClassAccuracy().computations(
+      eval_config=_MODEL_CONFIG) + tfma_metrics.MultiClassConfusionMatrixPlot()
+                  .computations(eval_config=_MODEL_CONFIG))
+  combined = [c for c in computations
+              if isinstance(c, tfma.metrics.MetricComputation)]
+  assert len(set(combined)) == 1
+  assert all(c.combiner._extract_label_prediction_and_weight
+             is tfma_metrics.label_prediction_weight for c in combined)
