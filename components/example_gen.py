@@ -11,7 +11,7 @@ Examples artifact is published.
 import json
 import os
 import uuid
-from typing import Dict, Iterable, List, Tuple
+from typing import Any, Dict, Iterable, List, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -117,34 +117,37 @@ def fingerprint(data_dir: str) -> str:
   return ";".join(parts)
 
 
-class _WriteShard(beam.DoFn):
-  """(split, start, stop, index, count) -> one gzipped TFRecord file of those records.
+class _WriteShards(beam.DoFn):
+  """(split, [(start, stop, index, count), ...]) -> a gzipped TFRecord file per shard.
 
   Written with TensorFlow's C++ writer at zlib level 1 (TFRecord readers
   decompress any level): Beam's per-record sink compressed at level 6 in
-  small pieces, most of ExampleGen's time, for files ~13 % smaller. The file
-  is written aside and renamed into its split, so a reader never sees part
-  of one and a retried shard replaces its own file.
+  small pieces, most of ExampleGen's time, for files ~13 % smaller. Each
+  file is written aside and renamed into its split, so a reader never sees
+  part of one and a retried shard replaces its own file. The shards of one
+  element are read in one pass over the IDX files (see `_elements`).
   """
 
   def __init__(self, pairs: Dict[str, idx.IdxPair], output_uri: str):
     self._pairs = pairs
     self._output_uri = output_uri
 
-  def process(self, shard: Tuple[str, int, int, int, int]) -> Iterable[str]:
+  def process(self, element: Tuple[str, List[Tuple[int, int, int, int]]]
+              ) -> Iterable[str]:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    split, start, stop, index, count = shard
-    images, labels = idx.read_range(self._pairs[split], start, stop)
-    final = shard_path(self._output_uri, split, index, count)
-    staged = os.path.join(self._output_uri, _STAGING,
-                          f"{split}-{index:05d}.{uuid.uuid4().hex}")
+    split, shards = element
     options = tf.io.TFRecordOptions(compression_type="GZIP",
                                     compression_level=_GZIP_LEVEL)
-    with tf.io.TFRecordWriter(staged, options) as writer:
-      for record in encode_examples(images, labels):
-        writer.write(record)
-    tf.io.gfile.rename(staged, final, overwrite=True)
-    yield final
+    records = idx.read_ranges(self._pairs[split], [s[:2] for s in shards])
+    for (_, _, index, count), (images, labels) in zip(shards, records):
+      final = shard_path(self._output_uri, split, index, count)
+      staged = os.path.join(self._output_uri, _STAGING,
+                            f"{split}-{index:05d}.{uuid.uuid4().hex}")
+      with tf.io.TFRecordWriter(staged, options) as writer:
+        for record in encode_examples(images, labels):
+          writer.write(record)
+      tf.io.gfile.rename(staged, final, overwrite=True)
+      yield final
 
 
 def shard_path(output_uri: str, split: str, index: int, count: int) -> str:
@@ -154,11 +157,29 @@ def shard_path(output_uri: str, split: str, index: int, count: int) -> str:
 
 def _shards(pairs: Dict[str, idx.IdxPair], shard_records: int
             ) -> List[Tuple[str, int, int, int, int]]:
+  """(split, start, stop, index, count) of every output file."""
   shards = []
   for split, pair in pairs.items():
     ranges = list(idx.shard_ranges(pair.count, shard_records))
     shards += [(split, a, b, i, len(ranges)) for i, (a, b) in enumerate(ranges)]
   return shards
+
+
+def _elements(pairs: Dict[str, idx.IdxPair], shard_records: int
+              ) -> List[Tuple[str, List[Tuple[int, int, int, int]]]]:
+  """The Beam elements: a shard each, or a split's shards where it is gzipped.
+
+  A shard of a gzipped file would decompress everything before it (six
+  train shards: 3.5 passes over the file); read together they take one.
+  Uncompressed files are read at an offset, so their shards stay apart and
+  spread over workers.
+  """
+  elements: Dict[Any, List[Tuple[int, int, int, int]]] = {}
+  for split, a, b, i, n in _shards(pairs, shard_records):
+    key = split if pairs[split].gzipped else (split, i)
+    elements.setdefault(key, []).append((a, b, i, n))
+  return [(key if isinstance(key, str) else key[0], shards)
+          for key, shards in elements.items()]
 
 
 def write_examples(pipeline: beam.Pipeline, pairs: Dict[str, idx.IdxPair],
@@ -172,9 +193,9 @@ def write_examples(pipeline: beam.Pipeline, pairs: Dict[str, idx.IdxPair],
   for split in pairs:
     tf.io.gfile.makedirs(os.path.join(output_uri, f"Split-{split}"))
   _ = (pipeline
-       | "Shards" >> beam.Create(_shards(pairs, shard_records))
+       | "Shards" >> beam.Create(_elements(pairs, shard_records))
        | "Reshuffle" >> beam.Reshuffle()  # spreads the shards over workers
-       | "Write" >> beam.ParDo(_WriteShard(pairs, output_uri)))
+       | "Write" >> beam.ParDo(_WriteShards(pairs, output_uri)))
 
 
 def finish_examples(pairs: Dict[str, idx.IdxPair], output_uri: str,

@@ -48,6 +48,7 @@ class IdxPair:
   images_sha256: str  # of the raw (decompressed) bytes
   labels_sha256: str
   label_counts: Tuple[int, ...] = ()  # records per class, for validation
+  gzipped: bool = False  # the images file: read forward only
 
 
 def _gfile():
@@ -93,6 +94,11 @@ def open_raw(path: str) -> BinaryIO:
   if head == _GZIP_MAGIC:
     return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
   return f  # type: ignore[return-value]
+
+
+def is_gzip(f: BinaryIO) -> bool:
+  """True for a file `open_raw` decompresses (it cannot seek cheaply)."""
+  return isinstance(f, gzip.GzipFile)
 
 
 def _read_exact(f: BinaryIO, n: int) -> bytes:
@@ -163,6 +169,7 @@ def check_pair(images_path: str, labels_path: str,
                num_classes: int = features.NUM_CLASSES) -> IdxPair:
   """Reads both files once, fully: structure, counts, labels and raw SHA-256."""
   with open_raw(images_path) as f:
+    gzipped = is_gzip(f)
     sha_images = hashlib.sha256()
     try:
       dims = _read_header(f, images_path, IMAGES_MAGIC)
@@ -188,31 +195,52 @@ def check_pair(images_path: str, labels_path: str,
   if count == 0:
     raise IdxError(images_path, "holds no records")
   return IdxPair(images_path, labels_path, count, rows, cols,
-                 sha_images.hexdigest(), sha_labels.hexdigest(), label_counts)
+                 sha_images.hexdigest(), sha_labels.hexdigest(), label_counts,
+                 gzipped)
 
 
 def read_range(pair: IdxPair, start: int, stop: int
                ) -> Tuple[np.ndarray, np.ndarray]:
   """Records [start, stop) of a checked pair: uint8 images [k, rows, cols], labels [k]."""
+  return next(read_ranges(pair, [(start, stop)]))
+
+
+def read_ranges(pair: IdxPair, ranges: List[Tuple[int, int]]
+                ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+  """`read_range` for each of ascending, non-overlapping ranges, in one pass.
+
+  Each file is opened once: a gzipped file is decompressed from its start
+  up to the last range once, not once per range.
+  """
   size = pair.rows * pair.cols
-  k = stop - start
-  with open_raw(pair.images_path) as f:
-    _skip(f, 16 + start * size)
-    images = np.frombuffer(_read_exact(f, k * size), np.uint8)
-  with open_raw(pair.labels_path) as f:
-    _skip(f, 8 + start)
-    labels = np.frombuffer(_read_exact(f, k), np.uint8)
-  if images.size != k * size or labels.size != k:
-    raise IdxError(pair.images_path, "changed while being read")
-  return images.reshape(k, pair.rows, pair.cols), labels
+  with open_raw(pair.images_path) as images_f, \
+      open_raw(pair.labels_path) as labels_f:
+    at = 0  # records consumed from both files
+    _skip(images_f, 16)
+    _skip(labels_f, 8)
+    for start, stop in ranges:
+      if start < at or stop < start:
+        raise ValueError(f"ranges must ascend without overlap: {ranges}")
+      _skip(images_f, (start - at) * size)
+      _skip(labels_f, start - at)
+      k = stop - start
+      images = np.frombuffer(_read_exact(images_f, k * size), np.uint8)
+      labels = np.frombuffer(_read_exact(labels_f, k), np.uint8)
+      if images.size != k * size or labels.size != k:
+        raise IdxError(pair.images_path, "changed while being read")
+      at = stop
+      yield images.reshape(k, pair.rows, pair.cols), labels
 
 
 def _skip(f: BinaryIO, n: int) -> None:
-  if isinstance(f, gzip.GzipFile):
+  """Moves `n` bytes forward from the current position."""
+  if n <= 0:
+    return
+  if is_gzip(f):
     while n > 0:  # gzip cannot seek cheaply backwards; reading forward is fine.
       n -= len(f.read(min(n, _CHUNK))) or n
   else:
-    f.seek(n)
+    f.seek(n, 1)
 
 
 def load(images_path: str, labels_path: str) -> Tuple[np.ndarray, np.ndarray]:

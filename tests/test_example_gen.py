@@ -40,8 +40,12 @@ def _write(pairs, out):
   example_gen.finish_examples(pairs, out, shard_records=64)
 
 
-def test_write_examples_writes_every_record_of_every_split(tiny_data_dir, tmp_path):
-  pairs = example_gen.check_data_dir(tiny_data_dir)
+@pytest.mark.parametrize("compress", [True, False])
+def test_write_examples_writes_every_record_of_every_split(tmp_path, compress):
+  data_dir, _ = tiny_mnist.write_dataset(str(tmp_path / "data"), compress=compress)
+  tmp_path = tmp_path / "out"
+  pairs = example_gen.check_data_dir(data_dir)
+  assert all(p.gzipped == compress for p in pairs.values())
   _write(pairs, str(tmp_path))
   for split, n in (("train", 300), ("eval", 100)):
     files = sorted(glob.glob(os.path.join(tmp_path, f"Split-{split}", "*.gz")))
@@ -57,6 +61,19 @@ def test_write_examples_writes_every_record_of_every_split(tiny_data_dir, tmp_pa
     assert all(len(r.features.feature[features.IMAGE_KEY].int64_list.value)
                == features.IMAGE_SIZE for r in records)
   assert sorted(os.listdir(tmp_path)) == ["Split-eval", "Split-train"]  # no staging
+
+
+def test_a_gzipped_split_is_one_element_and_a_raw_shard_is_one(tmp_path):
+  gz, _ = tiny_mnist.write_dataset(str(tmp_path / "gz"), compress=True)
+  raw, _ = tiny_mnist.write_dataset(str(tmp_path / "raw"), compress=False)
+  grouped = example_gen._elements(example_gen.check_data_dir(gz), 64)
+  apart = example_gen._elements(example_gen.check_data_dir(raw), 64)
+  assert grouped == [
+      ("train", [(0, 64, 0, 5), (64, 128, 1, 5), (128, 192, 2, 5),
+                 (192, 256, 3, 5), (256, 300, 4, 5)]),
+      ("eval", [(0, 64, 0, 2), (64, 100, 1, 2)])]
+  assert apart == [(split, [shard]) for split, shards in grouped
+                   for shard in shards]
 
 
 def test_writing_again_replaces_each_shard_and_adds_nothing(tiny_data_dir, tmp_path):

@@ -30,6 +30,36 @@ def test_check_and_read_round_trip(tmp_path, compress):
   np.testing.assert_array_equal(got_labels, labels[5:12])
 
 
+@pytest.mark.parametrize("compress", [False, True])
+def test_ranges_are_read_in_one_pass_as_each_range_alone(tmp_path, monkeypatch,
+                                                         compress):
+  ip, lp, images, labels = _pair(tmp_path, n=30, compress=compress)
+  pair = idx.check_pair(ip, lp)
+  assert pair.gzipped == compress
+  opened = []
+  open_raw = idx.open_raw
+  monkeypatch.setattr(idx, "open_raw", lambda p: opened.append(p) or open_raw(p))
+  ranges = [(0, 4), (4, 10), (13, 20), (29, 30)]  # adjacent, a gap, the end
+  got = list(idx.read_ranges(pair, ranges))
+  assert opened == [ip, lp]  # each file once, however many ranges
+  for (a, b), (got_images, got_labels) in zip(ranges, got):
+    np.testing.assert_array_equal(got_images, images[a:b])
+    np.testing.assert_array_equal(got_labels, labels[a:b])
+
+
+@pytest.mark.parametrize("ranges", [[(5, 10), (2, 4)], [(0, 6), (5, 8)], [(4, 2)]])
+def test_ranges_out_of_order_are_refused(tmp_path, ranges):
+  ip, lp, _, _ = _pair(tmp_path)
+  with pytest.raises(ValueError, match="ascend without overlap"):
+    list(idx.read_ranges(idx.check_pair(ip, lp), ranges))
+
+
+def test_a_range_past_the_end_is_a_clear_error(tmp_path):
+  ip, lp, _, _ = _pair(tmp_path, n=20, compress=True)
+  with pytest.raises(idx.IdxError, match="changed while being read"):
+    list(idx.read_ranges(idx.check_pair(ip, lp), [(0, 5), (18, 25)]))
+
+
 def test_raw_sha256_ignores_compression(tmp_path):
   (tmp_path / "raw").mkdir()
   (tmp_path / "gz").mkdir()
