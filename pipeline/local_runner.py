@@ -190,8 +190,8 @@ def run(config: PipelineConfig, data_dir: str, out: TextIO = sys.stdout,
         with gc_policy.frozen_imports():  # TF, Beam, TFX: kept, not walked
           from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
           from pipeline.pipeline import create_pipeline  # pylint: disable=g-import-not-at-top
-        from pipeline import beam_signatures  # pylint: disable=g-import-not-at-top
-        logging.info("Beam signatures memoized: %s", beam_signatures.install())
+        from pipeline import beam_speedups  # pylint: disable=g-import-not-at-top
+        logging.info("Beam speed-ups in place: %s", beam_speedups.install())
         progress.info("imports done (%.1fs)", time.monotonic() - start)
         dag = create_pipeline(config, data_dir, specifics(config, data_dir),
                               data_only=data_only)

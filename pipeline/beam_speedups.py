@@ -1,5 +1,6 @@
-"""Beam's function signatures, computed once per function instead of per use.
+"""Two of Beam's per-use costs in this process, made once or cheaper.
 
+Function signatures, computed once per function instead of per use.
 Building and running a Beam pipeline asks for the signature of every method
 of every DoFn, again at each step: the ParDo's construction, the pipeline's
 translation and each bundle processor's set-up all walk `dir(dofn)` and
@@ -10,8 +11,14 @@ process, for Python functions and methods of them (a bound method's
 signature is its function's without the first parameter, whatever the
 instance). A function whose code, defaults, annotations, `__signature__` or
 `__wrapped__` change afterwards is looked up again; anything else (builtins,
-partials, classes) goes to Beam's function as before. `install` first
-checks that the memo answers as Beam does and leaves Beam alone otherwise.
+partials, classes) goes to Beam's function as before. It is put in place
+only where it answers as Beam does.
+
+The TFRecord reader's CRC-32C of each record: Beam uses python-snappy's if
+installed, else crcmod's (2.9 us for a 1 KB record; StatisticsGen reads
+70,000); google_crc32c, installed with Beam's GCP extras, takes 0.2 us. It
+is put where Beam keeps its choice, only if it is the C implementation and
+gives crcmod's values.
 """
 
 import functools
@@ -96,7 +103,34 @@ def _agrees(original, candidate) -> bool:
     return False
 
 
-def install() -> bool:
+def install() -> Dict[str, bool]:
+  """Both, in this process; says which are in place."""
+  return {"signatures": memoize_signatures(), "tfrecord_crc": fast_tfrecord_crc()}
+
+
+def fast_tfrecord_crc() -> bool:
+  """Beam's TFRecord reader checks CRCs with google_crc32c; True if it does."""
+  try:
+    import crcmod.predefined  # pylint: disable=g-import-not-at-top
+    import google_crc32c  # pylint: disable=g-import-not-at-top
+    from apache_beam.io import tfrecordio  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return False
+  chooser = getattr(tfrecordio, "_default_crc32c_fn", None)
+  if (not hasattr(chooser, "fn")
+      or getattr(google_crc32c, "implementation", None) != "c"):
+    return False  # another Beam, or the pure-Python fallback
+  reference = crcmod.predefined.mkPredefinedCrcFun("crc-32c")
+  if any(google_crc32c.value(s) != reference(s) for s in _CRC_SAMPLES):
+    return False
+  chooser.fn = google_crc32c.value
+  return True
+
+
+_CRC_SAMPLES = (b"", b"a", b"123456789", bytes(range(256)) * 5)
+
+
+def memoize_signatures() -> bool:
   """Memoizes Beam's get_signature in this process; True if it is in place.
 
   Idempotent. False (and Beam untouched) where Beam has no such function

@@ -1,4 +1,4 @@
-"""pipeline.beam_signatures: Beam's get_signature memoized, with Beam's answers."""
+"""pipeline.beam_speedups: Beam's get_signature memoized and its TFRecord CRC, with Beam's answers."""
 
 import functools
 import importlib
@@ -11,7 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import userstate
 from apache_beam.typehints import decorators
 
-from pipeline import beam_signatures
+from pipeline import beam_speedups
 
 
 class _Counting:
@@ -40,17 +40,17 @@ class _Stateful(beam.DoFn):
 
 def _users(monkeypatch, replacement=None):
   """Each module that calls get_signature, restored after the test."""
-  modules = [importlib.import_module(n) for n in beam_signatures._USERS]
+  modules = [importlib.import_module(n) for n in beam_speedups._USERS]
   original = decorators.get_signature
   for m in modules:
     monkeypatch.setattr(m, "get_signature", replacement or original)
-  monkeypatch.setattr(beam_signatures, "_installed", None)
+  monkeypatch.setattr(beam_speedups, "_installed", None)
   return modules
 
 
 def test_answers_as_beam_does_and_asks_once_per_function():
   counting = _Counting()
-  memo = beam_signatures.memoized(counting)
+  memo = beam_speedups.memoized(counting)
 
   def plain(a, b=1, *, c: str = "x"):
     del a, b, c
@@ -70,7 +70,7 @@ def test_answers_as_beam_does_and_asks_once_per_function():
 
 
 def test_a_changed_function_is_asked_again():
-  memo = beam_signatures.memoized(decorators.get_signature)
+  memo = beam_speedups.memoized(decorators.get_signature)
 
   def f(a, b=1):
     del a, b
@@ -85,7 +85,7 @@ def test_a_changed_function_is_asked_again():
 
 
 def test_defaults_that_cannot_be_compared_are_asked_again_not_an_error():
-  memo = beam_signatures.memoized(decorators.get_signature)
+  memo = beam_speedups.memoized(decorators.get_signature)
 
   def f(a=np.zeros(3)):
     del a
@@ -99,7 +99,7 @@ def test_defaults_that_cannot_be_compared_are_asked_again_not_an_error():
 
 def test_what_beam_refuses_is_refused_and_not_remembered():
   counting = _Counting()
-  memo = beam_signatures.memoized(counting)
+  memo = beam_speedups.memoized(counting)
   for _ in range(2):
     with pytest.raises(TypeError):
       memo(42)
@@ -107,7 +107,7 @@ def test_what_beam_refuses_is_refused_and_not_remembered():
 
 
 def test_a_function_that_is_gone_leaves_the_memo():
-  memo = beam_signatures.memoized(decorators.get_signature)
+  memo = beam_speedups.memoized(decorators.get_signature)
 
   def f(a):
     del a
@@ -121,11 +121,11 @@ def test_a_function_that_is_gone_leaves_the_memo():
 def test_install_puts_the_memo_where_beam_calls_it_once(monkeypatch):
   modules = _users(monkeypatch)
   original = modules[0].get_signature
-  assert beam_signatures.install() is True
+  assert beam_speedups.memoize_signatures() is True
   memo = modules[0].get_signature
   assert memo is not original and hasattr(memo, "memo")
   assert all(m.get_signature is memo for m in modules)
-  assert beam_signatures.install() is True  # idempotent
+  assert beam_speedups.memoize_signatures() is True  # idempotent
   assert all(m.get_signature is memo for m in modules)
   # Beam's DoFn checks still see state parameters.
   assert userstate.is_stateful_dofn(_Stateful()) is True
@@ -140,7 +140,7 @@ def test_install_leaves_beam_alone_where_a_module_calls_something_else(monkeypat
   other = lambda func: inspect.signature(func)  # pylint: disable=unnecessary-lambda
   monkeypatch.setattr(modules[1], "get_signature", other)
   before = [m.get_signature for m in modules]
-  assert beam_signatures.install() is False
+  assert beam_speedups.memoize_signatures() is False
   assert [m.get_signature for m in modules] == before
 
 
@@ -153,5 +153,50 @@ def test_install_leaves_beam_alone_where_the_memo_would_answer_differently(monke
         f"p{next(answers)}", inspect.Parameter.POSITIONAL_ONLY)])
 
   modules = _users(monkeypatch, changing)
-  assert beam_signatures.install() is False
+  assert beam_speedups.memoize_signatures() is False
   assert all(m.get_signature is changing for m in modules)
+
+
+@pytest.fixture
+def crc_choice(monkeypatch):
+  """Beam's CRC choice, restored after the test."""
+  from apache_beam.io import tfrecordio
+  monkeypatch.setattr(tfrecordio._default_crc32c_fn, "fn", None)
+  return tfrecordio
+
+
+def test_tfrecords_beam_reads_are_checked_with_the_same_crc(crc_choice, tmp_path):
+  import google_crc32c
+  assert beam_speedups.fast_tfrecord_crc() is True
+  assert crc_choice._default_crc32c_fn.fn is google_crc32c.value
+  # What TensorFlow wrote, Beam reads back (each record's CRC checked) ...
+  path = str(tmp_path / "data.tfrecord")
+  records = [bytes([i % 256]) * (i * 37 % 2000) for i in range(50)]
+  import tensorflow as tf
+  with tf.io.TFRecordWriter(path) as writer:
+    for r in records:
+      writer.write(r)
+  with beam.Pipeline() as p:
+    out = p | beam.io.ReadFromTFRecord(path)
+    assert_that(out, equal_to(records))
+  # ... and a flipped byte is refused.
+  data = bytearray(open(path, "rb").read())
+  data[40] ^= 0xFF  # in the second record's data (the first is empty)
+  open(path, "wb").write(bytes(data))
+  with pytest.raises(Exception, match="Mismatch of data mask"):
+    with beam.Pipeline() as p:
+      _ = p | beam.io.ReadFromTFRecord(path)
+
+
+def test_the_crc_is_left_to_beam_without_the_c_implementation(crc_choice, monkeypatch):
+  import google_crc32c
+  monkeypatch.setattr(google_crc32c, "implementation", "python")
+  assert beam_speedups.fast_tfrecord_crc() is False
+  assert crc_choice._default_crc32c_fn.fn is None
+
+
+def test_the_crc_is_left_to_beam_where_it_would_differ(crc_choice, monkeypatch):
+  import google_crc32c
+  monkeypatch.setattr(google_crc32c, "value", lambda data: 0)
+  assert beam_speedups.fast_tfrecord_crc() is False
+  assert crc_choice._default_crc32c_fn.fn is None
