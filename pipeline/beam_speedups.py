@@ -6,7 +6,7 @@ of every DoFn, again at each step: the ParDo's construction, the pipeline's
 translation and each bundle processor's set-up all walk `dir(dofn)` and
 call `apache_beam.typehints.decorators.get_signature` on each method. A
 local run made ~70,000 such calls for ~650 distinct functions: 1.3 s of
-`inspect.signature`. `install()` puts a memo in front of it, in this
+`inspect.signature`. `memoize_signatures()` puts a memo in front of it, in this
 process, for Python functions and methods of them (a bound method's
 signature is its function's without the first parameter, whatever the
 instance). A function whose code, defaults, annotations, `__signature__` or
@@ -18,10 +18,11 @@ The TFRecord reader's CRC-32C of each record: Beam uses python-snappy's if
 installed, else crcmod's (2.9 us for a 1 KB record; StatisticsGen reads
 70,000); google_crc32c, installed with Beam's GCP extras, takes 0.2 us. It
 is put where Beam keeps its choice, only if it is the C implementation and
-gives crcmod's values.
+gives crcmod's values. `install()` does both.
 """
 
 import functools
+import importlib
 import inspect
 import threading
 import types
@@ -31,6 +32,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 # Modules that import get_signature by name (so each holds its own reference).
 _USERS = ("apache_beam.typehints.decorators", "apache_beam.transforms.core",
           "apache_beam.transforms.ptransform", "apache_beam.transforms.util")
+_CRC_SAMPLES = (b"", b"a", b"123456789", bytes(range(256)) * 5)
 _lock = threading.Lock()
 _installed: Optional[Callable[[Any], inspect.Signature]] = None
 
@@ -127,9 +129,6 @@ def fast_tfrecord_crc() -> bool:
   return True
 
 
-_CRC_SAMPLES = (b"", b"a", b"123456789", bytes(range(256)) * 5)
-
-
 def memoize_signatures() -> bool:
   """Memoizes Beam's get_signature in this process; True if it is in place.
 
@@ -137,7 +136,6 @@ def memoize_signatures() -> bool:
   or the memo would answer differently.
   """
   global _installed
-  import importlib  # pylint: disable=g-import-not-at-top
   with _lock:
     if _installed is not None:
       return True

@@ -52,10 +52,16 @@ def test_every_component_ran(first):
   assert first["train_examples"] == 300 and first["eval_examples"] == 100
 
 
-def test_the_objects_of_the_runs_imports_are_frozen(first):
-  # mnist_tfx.gc_policy: later full collections skip them (once per process).
+def test_the_runs_process_wide_speed_ups_are_in_place(first):
+  # mnist_tfx.gc_policy: later full collections skip the imports' objects.
   assert first["status"] == "succeeded"
   assert gc.get_freeze_count() > 100_000
+  # pipeline.beam_speedups: Beam's signatures memoized, its CRC in C.
+  import google_crc32c
+  from apache_beam.io import tfrecordio
+  from apache_beam.typehints import decorators
+  assert hasattr(decorators.get_signature, "memo")
+  assert tfrecordio._default_crc32c_fn.fn is google_crc32c.value
 
 
 def test_statistics_schema_and_anomalies_exist(first):
