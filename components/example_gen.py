@@ -11,7 +11,7 @@ Examples artifact is published.
 import json
 import os
 import uuid
-from typing import Any, Dict, Iterable, List, Tuple
+from typing import Dict, Iterable, List, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -174,12 +174,13 @@ def _elements(pairs: Dict[str, idx.IdxPair], shard_records: int
   Uncompressed files are read at an offset, so their shards stay apart and
   spread over workers.
   """
-  elements: Dict[Any, List[Tuple[int, int, int, int]]] = {}
+  elements: List[Tuple[str, List[Tuple[int, int, int, int]]]] = []
   for split, a, b, i, n in _shards(pairs, shard_records):
-    key = split if pairs[split].gzipped else (split, i)
-    elements.setdefault(key, []).append((a, b, i, n))
-  return [(key if isinstance(key, str) else key[0], shards)
-          for key, shards in elements.items()]
+    if pairs[split].gzipped and elements and elements[-1][0] == split:
+      elements[-1][1].append((a, b, i, n))
+    else:
+      elements.append((split, [(a, b, i, n)]))
+  return elements
 
 
 def write_examples(pipeline: beam.Pipeline, pairs: Dict[str, idx.IdxPair],

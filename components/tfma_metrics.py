@@ -42,6 +42,7 @@ _COVERED = {"model_name": "", "output_name": "", "sub_key": None,
             "aggregation_type": None, "class_weights": None,
             "example_weighted": False, "fractional_labels": False,
             "flatten": False, "squeeze": True, "allow_none": False}
+_ACCEPTED = frozenset(_COVERED) | {"require_single_example_weight"}
 _state = {"checked": False, "on": True}
 _state_lock = threading.Lock()
 
@@ -52,7 +53,7 @@ def _shortcut(inputs: Any, eval_config: Optional[tfma.EvalConfig],
   """(label, prediction, weight) for the covered case; None otherwise."""
   if any(options.get(k, v) != v for k, v in _COVERED.items()):
     return None
-  if set(options) - set(_COVERED) - {"require_single_example_weight"}:
+  if not options.keys() <= _ACCEPTED:
     return None
   if eval_config is None or len(eval_config.model_specs) != 1:
     return None
