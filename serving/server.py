@@ -70,7 +70,7 @@ class RestServer:
                body_timeout: float = defaults.BODY_TIMEOUT_SECONDS,
                greedy_batching: bool = True):
     from serving import service  # pylint: disable=g-import-not-at-top
-    greedy = (GreedyBatcher(service.run_signature, defaults.BATCH_SIZE)
+    greedy = (GreedyBatcher(service.run_checked, defaults.BATCH_SIZE)
               if greedy_batching else None)
     self.api = RestApi(store, max_payload_bytes, batcher, body_timeout, greedy)
     self._socket = bind(host, port)
@@ -111,9 +111,9 @@ def serve(base_path: str, name: str, host: str = DEFAULT_HOST,
   """
   from serving import grpc_server, service  # pylint: disable=g-import-not-at-top
   rest_socket = bind(host, rest_port)
-  batcher = (Batcher(service.run_signature, max_batch_size, batch_timeout_micros)
+  batcher = (Batcher(service.run_checked, max_batch_size, batch_timeout_micros)
              if batching else None)
-  greedy = (GreedyBatcher(service.run_signature, max_batch_size)
+  greedy = (GreedyBatcher(service.run_checked, max_batch_size)
             if greedy_batching and not batching else None)
   store = ModelStore(name, base_path, versions, poll_seconds, loader=service.load)
   settings = Settings(name, base_path, host, max_payload_bytes)

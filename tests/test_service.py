@@ -1,4 +1,8 @@
-"""Calling signatures: the checked fast call and its fallback to the public call."""
+"""Calling signatures: the checked fast call and its fallback to the public call;
+the input checks, once per merged batch."""
+
+import asyncio
+import types
 
 import numpy as np
 import pytest
@@ -8,6 +12,7 @@ from components import features
 from components.models import Hyperparameters, build_model
 from components.trainer import export
 from serving import service
+from serving.batching import GreedyBatcher
 from serving.model_store import ServingError
 from tests import tiny_mnist
 
@@ -90,3 +95,43 @@ def test_a_fast_call_that_breaks_at_load_is_never_used(model_dir, monkeypatch):
   monkeypatch.setattr(service, "_flat_caller", broken)
   model = service.load(model_dir)
   assert not any(service.uses_fast_call(fn) for fn in model.signatures.values())
+
+
+def test_a_merged_batch_is_checked_once_and_an_error_stays_with_its_request(
+    monkeypatch):
+  """Shapes are checked per request before batching; values once per call."""
+  checked, ran = [], []
+  check = service.check_inputs
+  monkeypatch.setattr(service, "check_inputs", lambda inputs: (
+      checked.append(len(inputs[features.IMAGES_INPUT])), check(inputs)))
+  monkeypatch.setattr(service, "run_signature", lambda fn, inputs: (
+      ran.append(len(inputs[features.IMAGES_INPUT])) or
+      {"p": inputs[features.IMAGES_INPUT][:, :1]}))
+  greedy = GreedyBatcher(service.run_checked, max_batch_size=32)
+  servable = types.SimpleNamespace(version=1)
+
+  def send(*images):
+    async def together():
+      return await asyncio.gather(*(service.run_greedy(
+          greedy, servable, "s", None, {features.IMAGES_INPUT: x}) for x in images),
+                                  return_exceptions=True)
+    return asyncio.run(together())
+
+  good = np.full((1, features.IMAGE_SIZE), 7, np.float32)
+  out = send(good, good * 2, good * 3)
+  assert checked == [3] and ran == [3]
+  assert [o["p"][0, 0] for o in out] == [7, 14, 21]
+  for bad, message in ((np.full_like(good, 300), "0-255"),
+                       (np.full_like(good, np.nan), "NaN")):
+    checked.clear()
+    ran.clear()
+    out = send(good, bad, good)
+    assert isinstance(out[1], ServingError) and message in out[1].message
+    assert [o["p"][0, 0] for o in (out[0], out[2])] == [7, 7]
+    assert checked == [3, 1, 1, 1] and ran == [1, 1]  # merged failed; each alone
+  # A shape that cannot be batched is refused before it joins a batch.
+  checked.clear()
+  for shape in ((0, features.IMAGE_SIZE), (1, 785), (features.IMAGE_SIZE,)):
+    error, = send(np.zeros(shape, np.float32))
+    assert isinstance(error, ServingError) and "shaped" in error.message
+  assert checked == []

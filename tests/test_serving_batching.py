@@ -24,7 +24,7 @@ def batched(tft_output, tmp_path_factory):
   export.export(build_model(Hyperparameters(), 10), tft_output, model_dir)
   pusher.push(model_dir, str(root / "mnist"), {})
   store = ModelStore("mnist", str(root / "mnist")).start()
-  batcher = Batcher(service.run_signature, max_batch_size=16, timeout_micros=200_000)
+  batcher = Batcher(service.run_checked, max_batch_size=16, timeout_micros=200_000)
   rest = RestServer(store, port=0, batcher=batcher).start()
   yield rest, batcher, store
   rest.stop()
@@ -203,7 +203,7 @@ def both_apis(batched):
   greedy batcher (counting its calls)."""
   from serving import grpc_server, server  # pylint: disable=g-import-not-at-top
   _, _, store = batched
-  greedy = GreedyBatcher(service.run_signature, max_batch_size=32)
+  greedy = GreedyBatcher(service.run_checked, max_batch_size=32)
   servers = server.Servers(store, server.bind("127.0.0.1", 0), 0, None, greedy,
                            server.Settings("mnist", "(test)"))
   loop_thread = grpc_server.LoopThread()
@@ -264,7 +264,7 @@ def test_grpc_timed_batching_merges_concurrent_calls(batched):
   from serving import grpc_server  # pylint: disable=g-import-not-at-top
   from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=g-import-not-at-top
   _, _, store = batched
-  batcher = Batcher(service.run_signature, max_batch_size=16, timeout_micros=200_000)
+  batcher = Batcher(service.run_checked, max_batch_size=16, timeout_micros=200_000)
   server = grpc_server.start(store, "127.0.0.1", 0, batcher=batcher)
   try:
     images = tiny_mnist.make_images(np.arange(8), seed=7).astype(np.float32)

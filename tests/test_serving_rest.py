@@ -3,6 +3,7 @@
 Clients talk HTTP to 127.0.0.1 on a free port; nothing leaves the machine.
 """
 
+import asyncio
 import base64
 import json
 import os
@@ -115,6 +116,52 @@ def test_tf_examples_in_b64_and_classify(client, server):
   for pairs, p in zip(results, by_pixels["predictions"]):
     assert [label for label, _ in pairs] == [str(i) for i in range(10)]
     assert max(range(10), key=lambda i: pairs[i][1]) == p["classes"]
+
+
+def test_body_deadlines_cancel_only_the_reads_past_theirs():
+  """One timer per loop keeps every read's deadline (two loops at once)."""
+  deadlines = rest.Deadlines(0.3)
+
+  async def read(seconds):
+    task = asyncio.current_task()
+    deadlines.watch(task)
+    try:
+      await asyncio.sleep(seconds)
+      return "read"
+    except asyncio.CancelledError:
+      if not deadlines.expired(task):
+        raise
+      return "timed out"
+    finally:
+      deadlines.forget(task)
+
+  async def main():
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    slow, quick = asyncio.create_task(read(30)), asyncio.create_task(read(0.05))
+    assert await quick == "read"
+    assert await slow == "timed out"
+    assert 0.3 <= loop.time() - start < 0.3 + deadlines.interval + 1
+    assert not slow.cancelling()  # the deadline's cancel was undone
+    other = asyncio.create_task(read(30))  # cancelled by someone else: not a timeout
+    await asyncio.sleep(0.01)
+    other.cancel()
+    with pytest.raises(asyncio.CancelledError):
+      await other
+    await asyncio.sleep(deadlines.interval * 3)
+    return loop
+
+  results = [None, None]
+
+  def run(i):
+    results[i] = asyncio.run(main())
+  threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join(30)
+  assert all(isinstance(r, asyncio.AbstractEventLoop) for r in results)
+  assert not deadlines._timers  # pylint: disable=protected-access  # nothing watched: disarmed
 
 
 @pytest.mark.parametrize("raw", [
