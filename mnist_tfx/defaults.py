@@ -52,6 +52,10 @@ MAX_TENSOR_ELEMENTS = MAX_PAYLOAD_BYTES
 BATCH_SIZE = 32  # --max-batch-size
 BATCH_TIMEOUT_MICROS = 2000  # --batch-timeout-micros
 GREEDY_TURNS = 3  # event-loop turns a greedy batch gathers requests for
+# ... then more, until this many turns in a row bring no request ...
+GREEDY_QUIET_TURNS = 2
+# ... for at most this many more turns.
+GREEDY_GATHER_TURNS = 32
 # Requests up to this size run on the event loop (their model call costs
 # less than the hop to a thread); larger ones run in a worker thread.
 INLINE_MAX_BYTES = 64 * 1024

@@ -151,13 +151,48 @@ def test_greedy_batcher_gathers_what_arrives_within_its_turns():
 
   for turns, expected in ((1, [1, 1]), (3, [2])):
     calls = []
-    batcher = GreedyBatcher(_greedy_run(calls), max_batch_size=8, turns=turns)
+    batcher = GreedyBatcher(_greedy_run(calls), max_batch_size=8, turns=turns,
+                            quiet_turns=1)
     results = asyncio.run(staggered(batcher, 1))
     assert calls == expected, turns
     for result in results:
       np.testing.assert_array_equal(result["y"], [[2, 2, 2]])
-  with pytest.raises(ValueError):
-    GreedyBatcher(_greedy_run([]), turns=0)
+  for bad in ({"turns": 0}, {"quiet_turns": 0}, {"gather_turns": -1}):
+    with pytest.raises(ValueError):
+      GreedyBatcher(_greedy_run([]), **bad)
+
+
+def test_greedy_batcher_gathers_requests_that_arrive_one_a_turn():
+  """As gRPC's do: the batch grows while turns bring requests, and ends
+  after `quiet_turns` turns in a row bring none, at `max_batch_size`
+  requests, or `gather_turns` turns after the first `turns`."""
+
+  async def one_a_turn(batcher, arrivals):
+    """A request at each turn listed in `arrivals` (turn 0 is the first)."""
+    tasks = []
+    for turn in range(max(arrivals) + 1):
+      if turn in arrivals:
+        tasks.append(asyncio.ensure_future(
+            batcher(("k",), None, {"x": np.full((1, 3), turn, np.float32)})))
+      await asyncio.sleep(0)
+    results = await asyncio.gather(*tasks)
+    assert [r["y"][0, 0] for r in results] == [2 * t for t in sorted(arrivals)]
+
+  cases = [
+      # (arrivals, max_batch_size, quiet_turns, gather_turns, calls)
+      (range(12), 32, 2, 32, [12]),  # one a turn, well past the first 3 turns
+      ([0, 1, 2, 3, 5, 6, 7], 32, 2, 32, [7]),  # one quiet turn does not end it
+      ([0, 1, 2, 3, 6, 7], 32, 2, 32, [4, 2]),  # two in a row do
+      ([0, 1, 2, 3, 6, 7], 32, 3, 32, [6]),
+      (range(12), 5, 2, 32, [5, 5, 2]),  # a full batch runs at once
+      (range(12), 32, 2, 4, [7, 5]),  # 3 + 4 turns at most: the 7 queued by then
+  ]
+  for arrivals, size, quiet, gather, expected in cases:
+    calls = []
+    batcher = GreedyBatcher(_greedy_run(calls), max_batch_size=size, turns=3,
+                            quiet_turns=quiet, gather_turns=gather)
+    asyncio.run(one_a_turn(batcher, list(arrivals)))
+    assert calls == expected, (list(arrivals), size, quiet, gather)
 
 
 def test_greedy_batcher_keeps_an_error_with_its_request():
