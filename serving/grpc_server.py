@@ -72,6 +72,20 @@ _VALUE_FIELDS = {
 }
 
 
+@functools.lru_cache(maxsize=None)
+def _numpy_dtype(enum: int) -> np.dtype:
+  """A TensorProto dtype's numpy dtype (TF's own mapping, looked up once)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return np.dtype(tf.dtypes.as_dtype(enum).as_numpy_dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _proto_dtype(dtype: np.dtype) -> int:
+  """A numpy dtype's TensorProto dtype (TF's own mapping, looked up once)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf.dtypes.as_dtype(dtype).as_datatype_enum
+
+
 def to_array(proto, key: str, max_elements: int) -> np.ndarray:
   """A TensorProto as a numpy array, checked *before* anything is allocated.
 
@@ -95,15 +109,19 @@ def to_array(proto, key: str, max_elements: int) -> np.ndarray:
   if field is None:
     raise ServingError("INVALID_ARGUMENT", f"input {key}: unsupported dtype "
                        f"{tf.dtypes.as_dtype(proto.dtype).name}")
-  dtype = np.dtype(tf.dtypes.as_dtype(proto.dtype).as_numpy_dtype)
-  if proto.tensor_content:
+  dtype = _numpy_dtype(proto.dtype)
+  content = proto.tensor_content
+  if content:
     if proto.dtype == types_pb2.DT_STRING:
       raise ServingError("INVALID_ARGUMENT", f"input {key}: strings cannot "
                          "use tensor_content")
-    if len(proto.tensor_content) != count * dtype.itemsize:
+    if len(content) != count * dtype.itemsize:
       raise ServingError("INVALID_ARGUMENT", f"input {key}: shape {dims} needs "
                          f"{count * dtype.itemsize} bytes of tensor_content, got "
-                         f"{len(proto.tensor_content)}")
+                         f"{len(content)}")
+    if dtype.kind in "iuf":
+      # What tf.make_ndarray does for raw bytes, without its dtype lookups.
+      return np.frombuffer(content, dtype=dtype).copy().reshape(dims)
   else:
     values = getattr(proto, field)
     sent = len(values)
@@ -125,14 +143,15 @@ def to_proto(array: np.ndarray, proto) -> None:
   Numeric arrays go into `tensor_content` (raw little-endian bytes, as
   make_tensor_proto writes them); anything else takes the general path.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if array.dtype.kind not in "iuf" or array.dtype.byteorder == ">":
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     proto.CopyFrom(tf.make_tensor_proto(array))
     return
-  proto.dtype = tf.dtypes.as_dtype(array.dtype).as_datatype_enum
+  proto.dtype = _proto_dtype(array.dtype)
+  dims = proto.tensor_shape.dim
   for size in array.shape:
-    proto.tensor_shape.dim.add().size = size
-  proto.tensor_content = np.ascontiguousarray(array).tobytes()
+    dims.add(size=size)
+  proto.tensor_content = array.tobytes()  # C order, contiguous or not
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -165,7 +184,6 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
   def _inputs(self, request):
     """(servable, signature name, its function, inputs as numpy arrays)."""
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     servable = self.store.get(request.model_spec.name, _version(request.model_spec))
     signature = request.model_spec.signature_name or features.SERVING_SIGNATURE
     fn, specs = service.input_specs(servable, signature)
@@ -175,6 +193,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     inputs = {}
     for key, proto in request.inputs.items():
       if proto.dtype != specs[key].dtype.as_datatype_enum:
+        import tensorflow as tf  # pylint: disable=g-import-not-at-top
         raise ServingError("INVALID_ARGUMENT", f"Expects arg {key} to be "
                            f"{specs[key].dtype.name} but "
                            f"{tf.dtypes.as_dtype(proto.dtype).name} is provided")

@@ -133,13 +133,41 @@ def test_errors_carry_tf_serving_status_codes(served, call, code):
   _predict(served["channel"], np.zeros((1, 784), np.float32))  # still serving
 
 
-@pytest.mark.parametrize("array", [
+_ARRAYS = [
     np.random.default_rng(0).random((3, 10)).astype(np.float32),
-    np.arange(3, dtype=np.int64), np.zeros((0, 10), np.float32),
-    np.array([True, False]), np.array([b"a", b"bc"], dtype=object)])
+    np.random.default_rng(1).random((2, 28, 28)),  # float64
+    np.random.default_rng(2).random((4, 3)).astype(np.float16),
+    np.arange(3, dtype=np.int64), np.arange(-6, 6, dtype=np.int32).reshape(3, 4),
+    np.arange(12, dtype=np.uint8).reshape(2, 6), np.zeros((0, 10), np.float32),
+    np.random.default_rng(3).random((4, 6)).astype(np.float32)[:, ::2],  # not contiguous
+    np.array([True, False]), np.array([b"a", b"bc"], dtype=object)]
+
+
+@pytest.mark.parametrize("array", _ARRAYS)
 def test_responses_encode_tensors_exactly_as_tensorflow_does(array):
   from tensorflow.core.framework import tensor_pb2
   from serving.grpc_server import to_proto
   proto = tensor_pb2.TensorProto()
   to_proto(array, proto)
   assert proto == tf.make_tensor_proto(array)
+
+
+@pytest.mark.parametrize("array", _ARRAYS)
+def test_requests_decode_tensors_exactly_as_tensorflow_does(array):
+  """Raw bytes (what clients send for numbers) and typed value lists."""
+  from serving.grpc_server import to_array
+  protos = [tf.make_tensor_proto(array)]
+  if array.dtype.kind in "iuf" and array.size:
+    listed = tf.make_tensor_proto(array)  # the same values as a typed list
+    field = {"f": "float_val", "i": "int_val", "u": "int_val"}[array.dtype.kind]
+    field = {np.float64: "double_val", np.int64: "int64_val",
+             np.float16: "half_val"}.get(array.dtype.type, field)
+    values = (array.view(np.uint16) if array.dtype == np.float16 else array)
+    listed.tensor_content = b""
+    getattr(listed, field).extend(values.reshape(-1).tolist())
+    protos.append(listed)
+  for proto in protos:
+    got, expected = to_array(proto, "x", 10**6), tf.make_ndarray(proto)
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
+    assert got.flags.writeable  # a copy of the request's bytes, as TF's
