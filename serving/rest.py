@@ -509,7 +509,7 @@ class Deadlines:
     self.seconds = seconds
     self.interval = min(1.0, seconds / 4)
     self._due: Dict[asyncio.Task, float] = {}
-    self._expired: set = set()
+    self._expired: Dict[asyncio.Task, int] = {}  # -> its cancel requests before ours
     self._timers: Dict[asyncio.AbstractEventLoop, asyncio.TimerHandle] = {}
 
   def watch(self, task: asyncio.Task) -> None:
@@ -520,15 +520,13 @@ class Deadlines:
 
   def forget(self, task: asyncio.Task) -> None:
     self._due.pop(task, None)
-    self._expired.discard(task)
+    self._expired.pop(task, None)
 
   def expired(self, task: asyncio.Task) -> bool:
-    """Whether `task` was cancelled by its deadline; the cancel is undone."""
-    if task not in self._expired:
-      return False
-    self._expired.discard(task)
-    task.uncancel()
-    return True
+    """Whether `task`'s cancel came from its deadline alone (as
+    asyncio.timeout decides); the deadline's cancel is undone."""
+    before = self._expired.pop(task, None)
+    return before is not None and task.uncancel() <= before
 
   def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
     now, watched = loop.time(), False
@@ -536,7 +534,7 @@ class Deadlines:
       if task.get_loop() is loop:  # another loop's reads are its timer's
         watched = True
         if due <= now and task not in self._expired:
-          self._expired.add(task)
+          self._expired[task] = task.cancelling()
           task.cancel()
     if watched:
       self._timers[loop] = loop.call_later(self.interval, self._sweep, loop)

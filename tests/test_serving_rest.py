@@ -148,6 +148,15 @@ def test_body_deadlines_cancel_only_the_reads_past_theirs():
     other.cancel()
     with pytest.raises(asyncio.CancelledError):
       await other
+    both = asyncio.create_task(read(30))  # its deadline and someone else: cancelled
+    await asyncio.sleep(0.01)
+    # pylint: disable=protected-access
+    deadlines._due[both] = 0  # due now: sweep at once, in place of the timer
+    deadlines._timers.pop(loop).cancel()
+    deadlines._sweep(loop)
+    both.cancel()
+    with pytest.raises(asyncio.CancelledError):
+      await both
     await asyncio.sleep(deadlines.interval * 3)
     return loop
 
