@@ -488,8 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="TF Serving's timed batching for both APIs: wait up "
                      "to --batch-timeout-micros for a batch to fill")
   serve.add_argument("--no-greedy-batching", action="store_true",
-                     help="turn off the default REST batching, which merges "
-                     "requests that arrive together and never waits")
+                     help="turn off the default batching of both APIs, which "
+                     "merges requests that arrive together, with no timer")
   serve.add_argument("--max-batch-size", default=defaults.BATCH_SIZE,
                      type=_number(int, 1, defaults.MAX_BATCH_SIZE_LIMIT))
   serve.add_argument("--batch-timeout-micros", default=defaults.BATCH_TIMEOUT_MICROS,
