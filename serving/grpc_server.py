@@ -22,6 +22,7 @@ from typing import Optional
 
 import grpc
 import numpy as np
+import tensorflow as tf  # loaded with its protos below in any case
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
                                      model_service_pb2_grpc, predict_pb2,
@@ -75,14 +76,12 @@ _VALUE_FIELDS = {
 @functools.lru_cache(maxsize=None)
 def _numpy_dtype(enum: int) -> np.dtype:
   """A TensorProto dtype's numpy dtype (TF's own mapping, looked up once)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return np.dtype(tf.dtypes.as_dtype(enum).as_numpy_dtype)
 
 
 @functools.lru_cache(maxsize=None)
 def _proto_dtype(dtype: np.dtype) -> int:
   """A numpy dtype's TensorProto dtype (TF's own mapping, looked up once)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return tf.dtypes.as_dtype(dtype).as_datatype_enum
 
 
@@ -94,7 +93,6 @@ def to_array(proto, key: str, max_elements: int) -> np.ndarray:
   would broadcast one value over any shape (a 45-byte request allocating
   gigabytes). Integer values must fit the dtype.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if proto.tensor_shape.unknown_rank:
     raise ServingError("INVALID_ARGUMENT", f"input {key}: the shape must be known")
   dims = [d.size for d in proto.tensor_shape.dim]
@@ -144,7 +142,6 @@ def to_proto(array: np.ndarray, proto) -> None:
   make_tensor_proto writes them); anything else takes the general path.
   """
   if array.dtype.kind not in "iuf" or array.dtype.byteorder == ">":
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     proto.CopyFrom(tf.make_tensor_proto(array))
     return
   proto.dtype = _proto_dtype(array.dtype)
@@ -193,7 +190,6 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     inputs = {}
     for key, proto in request.inputs.items():
       if proto.dtype != specs[key].dtype.as_datatype_enum:
-        import tensorflow as tf  # pylint: disable=g-import-not-at-top
         raise ServingError("INVALID_ARGUMENT", f"Expects arg {key} to be "
                            f"{specs[key].dtype.name} but "
                            f"{tf.dtypes.as_dtype(proto.dtype).name} is provided")
