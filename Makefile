@@ -22,7 +22,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make run [MNIST_DIR=dir] [RUN_ARGS='--model basic ...']  set up, then run the pipeline"
-	@echo "make test                                               set up, then run the tests"
+	@echo "make test                                               set up, then run the tests (then e2e and serving with MNIST_TFX_SPEEDUPS=0)"
 	@echo "make serve [SERVE_ARGS='--host 0.0.0.0']                serve outputs/serving_model over REST :8501 and gRPC :8500"
 	@echo "make bench MNIST_DIR=dir                                plain Keras vs the pipeline (BENCH_ARGS='--model cnn', '--tune')"
 	@echo "make bench-serving                                      in-process vs REST vs gRPC latency and throughput (after make run)"
@@ -62,8 +62,16 @@ test-deps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver mariadb-server >/dev/null; }
 
+# After the whole suite, the end-to-end and serving tests once more with every
+# speed-up off (mnist_tfx/speedups): each library's plain path must still work.
+# Not when PYTEST_ARGS picks tests.
+SPEEDUPS_OFF_TESTS := tests/test_pipeline_e2e.py tests/test_service.py tests/test_server.py \
+  tests/test_model_store.py tests/test_serving_rest.py tests/test_serving_grpc.py \
+  tests/test_serving_batching.py tests/test_serving_bad_inputs.py
+
 test: setup test-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(if $(PYTEST_ARGS),,MNIST_TFX_SPEEDUPS=0 $(PY) -m pytest -p no:cacheprovider $(SPEEDUPS_OFF_TESTS))
 
 serve: setup
 	$(VENV)/bin/mnist-tfx serve $(SERVE_ARGS)

@@ -14,7 +14,7 @@ setup(
     description="A production-grade TFX pipeline for MNIST",
     python_requires=">=3.11,<3.12",  # asyncio.timeout and Runner; TFDV wheels stop at 3.11
     # bench/ (benchmarks) and deploy/ (container files) are not installed.
-    packages=find_packages(include=["mnist_tfx", "pipeline", "pipeline.*",
+    packages=find_packages(include=["mnist_tfx", "mnist_tfx.*", "pipeline", "pipeline.*",
                                     "components", "components.*", "serving",
                                     "serving.*", "results"]),
     install_requires=[

@@ -1,5 +1,5 @@
 """Custom TFX components and user modules for mnist-tfx."""
 
-from components.lazy_imports import defer_tfx_extensions
+from mnist_tfx.speedups.lazy_extensions import defer_tfx_extensions
 
 defer_tfx_extensions()

@@ -8,96 +8,25 @@ computes: both ask for the same computation, which TFMA de-duplicates, so
 each example is counted once, and the accuracy is the matrix's trace over
 its total, read off when the slice is done.
 
-Both pass the matrices' combiner `label_prediction_weight`: for the inputs
-this project's model gives TFMA (an integer label, a dict of outputs with a
-1-D float vector under the prediction key, no weights) it returns what
-TFMA's generic `to_label_prediction_example_weight` returns, without its
-per-example lookups and checks (43 -> 14 us an example and slice; 20,000
-calls an evaluation); anything else goes to TFMA's function. The first
-example a process sees is also put through TFMA's function and compared:
-any difference turns the shortcut off for the process, with a warning.
+Both pass the matrices' combiner the reader of labels and predictions that
+`mnist_tfx.speedups.tfma_reader` chooses: TFMA's own, or a shortcut for
+this model's inputs that returns the same.
 """
 
 import functools
-import logging
-import threading
-from collections.abc import Mapping
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
-import numpy as np
 import tensorflow_model_analysis as tfma
-from tensorflow_model_analysis.metrics import metric_util
 from tensorflow_model_analysis.metrics import multi_class_confusion_matrix_metrics as matrices_lib
 from tensorflow_model_analysis.metrics import multi_class_confusion_matrix_plot as plot_lib
+
+from mnist_tfx.speedups import tfma_reader
 
 NAME = "accuracy"
 PLOT_NAME = plot_lib.MULTI_CLASS_CONFUSION_MATRIX_PLOT_NAME  # what readers look up
 # The plot's default: the top class counts as predicted when its score is
 # above 0, which a softmax's top score always is.
 THRESHOLD = 0.0
-
-_LOG = logging.getLogger(__name__)
-# The arguments TFMA's function takes with the values the shortcut covers.
-_COVERED = {"model_name": "", "output_name": "", "sub_key": None,
-            "aggregation_type": None, "class_weights": None,
-            "example_weighted": False, "fractional_labels": False,
-            "flatten": False, "squeeze": True, "allow_none": False}
-_ACCEPTED = frozenset(_COVERED) | {"require_single_example_weight"}
-_state = {"checked": False, "on": True}
-_state_lock = threading.Lock()
-
-
-def _shortcut(inputs: Any, eval_config: Optional[tfma.EvalConfig],
-              options: Dict[str, Any]
-              ) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
-  """(label, prediction, weight) for the covered case; None otherwise."""
-  if any(options.get(k, v) != v for k, v in _COVERED.items()):
-    return None
-  if not options.keys() <= _ACCEPTED:
-    return None
-  if eval_config is None or len(eval_config.model_specs) != 1:
-    return None
-  key = eval_config.model_specs[0].prediction_key
-  label, outputs = inputs.label, inputs.prediction
-  if not key or not isinstance(outputs, Mapping) or key not in outputs:
-    return None
-  prediction = outputs[key]
-  if (type(label) is not np.ndarray or label.shape != (1,)  # pylint: disable=unidiomatic-typecheck
-      or label.dtype.kind not in "iu"):
-    return None
-  if (type(prediction) is not np.ndarray or prediction.ndim != 1  # pylint: disable=unidiomatic-typecheck
-      or prediction.size < 2 or prediction.dtype.kind != "f"):
-    return None
-  return label, prediction, np.array([1.0], dtype=np.float32)
-
-
-def _same(a: Tuple[np.ndarray, ...], b: Tuple[np.ndarray, ...]) -> bool:
-  return len(a) == len(b) and all(
-      x.shape == y.shape and x.dtype == y.dtype and np.array_equal(x, y)
-      for x, y in zip(a, b))
-
-
-def label_prediction_weight(inputs: Any, eval_config: Optional[tfma.EvalConfig] = None,
-                            **options: Any
-                            ) -> Iterator[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
-  """TFMA's `to_label_prediction_example_weight`, short for this model's inputs."""
-  fast = _shortcut(inputs, eval_config, options) if _state["on"] else None
-  if fast is None:
-    yield from metric_util.to_label_prediction_example_weight(
-        inputs, eval_config=eval_config, **options)
-    return
-  if not _state["checked"]:
-    generic = next(metric_util.to_label_prediction_example_weight(
-        inputs, eval_config=eval_config, **options))
-    with _state_lock:
-      _state["checked"] = True
-      if not _same(fast, tuple(generic)):
-        _state["on"] = False
-        _LOG.warning("TFMA reads this model's labels and predictions "
-                     "differently than expected; using its generic reader")
-        yield generic
-        return
-  yield fast
 
 
 def _matrices(eval_config: Optional[tfma.EvalConfig], model_name: str,
@@ -108,7 +37,7 @@ def _matrices(eval_config: Optional[tfma.EvalConfig], model_name: str,
       thresholds=[THRESHOLD], eval_config=eval_config,
       model_name=model_name, output_name=output_name,
       example_weighted=example_weighted,
-      extract_label_prediction_and_weight=label_prediction_weight)
+      extract_label_prediction_and_weight=tfma_reader.reader())
 
 
 def _per_model_and_output(key_type, result, name: str,

@@ -96,7 +96,7 @@ def _search_classes():
   from keras_tuner.engine import trial as trial_module  # pylint: disable=g-import-not-at-top
 
   from components.models import build_model  # pylint: disable=g-import-not-at-top
-  from components.trainer import run  # pylint: disable=g-import-not-at-top
+  from components.trainer import callbacks  # pylint: disable=g-import-not-at-top
 
   class Oracle(keras_tuner.oracles.BayesianOptimizationOracle):
     """Bayesian optimisation that starts no trial after the deadline."""
@@ -148,7 +148,7 @@ def _search_classes():
       model = build_model(hp, -(-len(x) // hp.batch_size))
       watch = [StopAtDeadline(self.deadline)]
       if self.log_dir:
-        watch.append(run.tensorboard(os.path.join(self.log_dir,
+        watch.append(callbacks.tensorboard(os.path.join(self.log_dir,
                                                   f"trial_{trial.trial_id}")))
       history = model.fit(x, y, batch_size=hp.batch_size, epochs=hp.epochs,
                           shuffle=True, validation_data=validation_data,
@@ -192,7 +192,7 @@ def trials_log_dir(working_dir: str) -> Optional[str]:
   when that dir is there.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from components.trainer.run import TENSORBOARD_DIR  # pylint: disable=g-import-not-at-top
+  from mnist_tfx.defaults import TENSORBOARD_DIR  # pylint: disable=g-import-not-at-top
   if _TFX_TEMP not in working_dir:
     return None
   node_dir, rest = working_dir.split(_TFX_TEMP, 1)
@@ -209,7 +209,7 @@ def tuner_fn(fn_args):
   import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
   from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
 
-  from components.trainer.run import load_split  # pylint: disable=g-import-not-at-top
+  from components.trainer.data import load_split  # pylint: disable=g-import-not-at-top
 
   started = time.monotonic()  # the budget counts loading the data too
   base = Hyperparameters.from_dict(fn_args.custom_config["hyperparameters"])

@@ -21,8 +21,8 @@ from components.models import (ACTIVATIONS, DISTRIBUTIONS, LOSSES,
                                LR_SCHEDULES, MODELS, OPTIMIZERS,
                                OUTPUT_ACTIVATIONS, Hyperparameters)
 from components.plain_data import ConfigError
-from mnist_tfx import defaults, interrupts
-from mnist_tfx.process_exit import end_process
+from mnist_tfx import console, defaults, interrupts, speedups
+from mnist_tfx.speedups.fast_exit import end_process
 from pipeline.configs import PipelineConfig, redact, with_overrides
 
 # argparse dest -> config key (hyperparameters.* go to the Trainer).
@@ -74,7 +74,10 @@ def _number(kind, low, high):
 _port = _number(int, 0, 65535)
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
+def _add_config_args(p: argparse.ArgumentParser, local: bool = True) -> None:
+  """The PipelineConfig flags; `local`: also those only a local run uses
+  (its ML Metadata store and report), which a compiled pipeline leaves to
+  its orchestrator."""
   hp = Hyperparameters()  # the defaults, for the help texts
   p.add_argument("--config", help="JSON file with PipelineConfig fields; "
                  "flags override it")
@@ -82,12 +85,17 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
   g.add_argument("--data-dir", help="folder with the four MNIST IDX files, "
                  "gzipped or raw (default: download into a cache)")
   g.add_argument("--output-dir", help=f"default: {defaults.OUTPUT_DIR}")
-  g.add_argument("--pipeline-root")
-  g.add_argument("--metadata-path", help="ML Metadata SQLite file")
-  g.add_argument("--metadata-uri", dest="metadata_server", metavar="URI",
-                 help="a shared ML Metadata store instead: "
-                 "mysql://USER[:PASSWORD]@HOST:PORT/DATABASE (MySQL or MariaDB)")
-  g.add_argument("--serving-dir", help="base folder of pushed models")
+  g.add_argument("--pipeline-root", help="where the components write their "
+                 "artifacts (default: <output-dir>/pipeline)")
+  if local:
+    g.add_argument("--metadata-path", help="ML Metadata SQLite file (default: "
+                   f"<output-dir>/{defaults.METADATA_FILE})")
+    g.add_argument("--metadata-uri", dest="metadata_server", metavar="URI",
+                   help="a shared ML Metadata store instead of the SQLite file: "
+                   "mysql://USER[:PASSWORD]@HOST:PORT/DATABASE (MySQL or "
+                   "MariaDB; default: none)")
+  g.add_argument("--serving-dir", help="base folder of pushed models "
+                 f"(default: <output-dir>/serving_model/{defaults.MODEL_NAME})")
   m = p.add_argument_group("model and training")
   m.add_argument("--model", choices=sorted(MODELS),
                  help=f"architecture (default: {hp.model})")
@@ -98,21 +106,24 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                  f"({hp.activation})")
   m.add_argument("--output-activation", choices=OUTPUT_ACTIVATIONS,
                  help=f"output layer ({hp.output_activation}; sigmoid is the "
-                 "reference script's, its scores normalised to sum to 1)")
-  m.add_argument("--optimizer", choices=OPTIMIZERS)
+                 "reference script's; either way the model serves the softmax "
+                 "of the output layer's logits, which is what training fits)")
+  m.add_argument("--optimizer", choices=OPTIMIZERS,
+                 help=f"Keras optimizer ({hp.optimizer})")
   m.add_argument("--learning-rate", type=float,
                  help=f"initial learning rate ({hp.learning_rate})")
   m.add_argument("--lr-schedule", choices=LR_SCHEDULES,
-                 help=f"({hp.lr_schedule})")
+                 help=f"learning rate over the run ({hp.lr_schedule})")
   m.add_argument("--loss", choices=LOSSES, help=f"Keras loss ({hp.loss})")
-  m.add_argument("--epochs", type=int, help=f"({hp.epochs})")
-  m.add_argument("--batch-size", type=int, help=f"({hp.batch_size})")
-  m.add_argument("--seed", type=int, help=f"({hp.seed})")
+  m.add_argument("--epochs", type=int, help=f"passes over the train split ({hp.epochs})")
+  m.add_argument("--batch-size", type=int, help=f"examples per training step ({hp.batch_size})")
+  m.add_argument("--seed", type=int, help=f"random seed of the weights and the "
+                 f"shuffling ({hp.seed})")
   m.add_argument("--steps-per-execution", type=int,
                  help="training steps per graph call; speed only "
                  f"({hp.steps_per_execution})")
   m.add_argument("--distribution", choices=DISTRIBUTIONS,
-                 help="tf.distribute strategy for the Trainer (none)")
+                 help=f"tf.distribute strategy for the Trainer ({hp.distribution})")
   t = p.add_argument_group("hyperparameter search (TFX Tuner, KerasTuner)")
   t.add_argument("--tune", action="store_true", default=None,
                  help="search hidden layers, units, activation, optimizer, "
@@ -138,15 +149,17 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                  metavar="ARG", help="Beam pipeline option, repeatable "
                  "(replaces the in-process DirectRunner defaults)")
   x.add_argument("--no-cache", action="store_true",
-                 help="re-run every component")
-  x.add_argument("--no-report", action="store_true",
-                 help="skip the evaluation report after the run")
+                 help="re-run every component (default: reuse what is cached)")
+  if local:
+    x.add_argument("--no-report", action="store_true",
+                   help="skip the evaluation report after the run (default: "
+                   "write it)")
 
 
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:
   config = (PipelineConfig.from_file(args.config) if args.config
             else PipelineConfig())
-  overrides: Dict[str, Any] = {k: getattr(args, k) for k in _CONFIG_FLAGS}
+  overrides: Dict[str, Any] = {k: getattr(args, k, None) for k in _CONFIG_FLAGS}
   for key in ("runner", "image"):  # only `compile` has these flags
     overrides[key] = getattr(args, key, None)
   overrides.update({f"hyperparameters.{k}": getattr(args, k) for k in _HP_FLAGS})
@@ -188,8 +201,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
   from results import summary  # pylint: disable=g-import-not-at-top
   if not interrupts.ignored(signal.SIGTERM):
     signal.signal(signal.SIGTERM, _interrupt)  # stop as Ctrl-C does
+  # A closed terminal or pipe never stops a run: it goes on into its log.
+  signal.signal(signal.SIGHUP, signal.SIG_IGN)
+  sys.stdout, sys.stderr = console.Tolerant(sys.stdout), console.Tolerant(sys.stderr)
   try:
-    result = local_runner.run(config, data_dir)
+    result = local_runner.run(config, data_dir, out=sys.stdout)
   except workspace.OutputDirBusy as e:
     print(f"mnist-tfx: {e}", file=sys.stderr)
     return EXIT_BUSY
@@ -292,7 +308,8 @@ def _cmd_history(args: argparse.Namespace) -> int:
   try:
     store = metadata.open_store(path)
     if args.command == "runs":
-      found = lineage.runs(store)
+      from pipeline import workspace  # pylint: disable=g-import-not-at-top
+      found = lineage.runs(store, workspace.dead_executions(config))
       text = lineage.render_runs(found)
     else:
       found = lineage.lineage(store, args.version)
@@ -429,20 +446,29 @@ def build_parser() -> argparse.ArgumentParser:
       "validate, transform, train, evaluate and push.")
   sub = parser.add_subparsers(dest="command", required=True,
                               parser_class=_Parser)
-  run = sub.add_parser("run", help="run the pipeline locally")
+  common = argparse.ArgumentParser(add_help=False)
+  common.add_argument(
+      "--no-speedups", action="store_true",
+      help="run every library as shipped, without this project's patches of "
+      f"their internals (as {speedups.ENV}=0 does; see mnist_tfx/speedups)")
+  run = sub.add_parser("run", parents=[common], help="run the pipeline locally")
   _add_config_args(run)
   run.set_defaults(func=_cmd_run)
   compile_ = sub.add_parser(
-      "compile", help="compile the pipeline for Kubeflow Pipelines v2 / "
+      "compile", parents=[common], help="compile the pipeline for Kubeflow "
+      "Pipelines v2 / "
       "Vertex AI Pipelines (a JSON spec)")
-  _add_config_args(compile_)
+  _add_config_args(compile_, local=False)
   compile_.add_argument("--runner", choices=["kubeflow_v2"],
-                        default="kubeflow_v2")
+                        default="kubeflow_v2",
+                        help="the orchestrator to compile for (kubeflow_v2: "
+                        "Kubeflow Pipelines v2 and Vertex AI Pipelines)")
   compile_.add_argument("--image", help="the pipeline's container image "
                         "(default: mnist-tfx:latest, see the Dockerfile)")
   compile_.add_argument("--output", required=True, help="spec file to write")
   compile_.set_defaults(func=_cmd_compile)
-  report = sub.add_parser("report", help="the evaluation report of a run "
+  report = sub.add_parser("report", parents=[common],
+                          help="the evaluation report of a run "
                           "(table, pictures, HTML, notebook)")
   report.add_argument("--run-dir", default=defaults.OUTPUT_DIR,
                       help="a run's output dir (default: outputs)")
@@ -451,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
   report.set_defaults(func=_cmd_report)
   for name, text in (("runs", "every run in the ML Metadata store, newest first"),
                      ("lineage", "a pushed version's chain back to the data files")):
-    sub_parser = sub.add_parser(name, help=text)
+    sub_parser = sub.add_parser(name, parents=[common], help=text)
     if name == "lineage":
       sub_parser.add_argument("version", nargs="?", type=int,
                               help="a pushed version (default: the newest)")
@@ -463,10 +489,13 @@ def build_parser() -> argparse.ArgumentParser:
                             help="a shared store: mysql://USER[:PASSWORD]@HOST:PORT/DB")
     sub_parser.add_argument("--json", action="store_true", help="for machines")
     sub_parser.set_defaults(func=_cmd_history)
-  serve = sub.add_parser("serve", help="serve the pushed model versions over "
+  serve = sub.add_parser("serve", parents=[common],
+                         help="serve the pushed model versions over "
                          "TF Serving's REST and gRPC APIs")
   serve.add_argument("--model-base-path", help=f"default: {_SERVING_BASE}")
-  serve.add_argument("--model-name", default=defaults.MODEL_NAME)
+  serve.add_argument("--model-name", default=defaults.MODEL_NAME,
+                     help="the name clients ask for in /v1/models/NAME and "
+                     f"model_spec.name ({defaults.MODEL_NAME})")
   serve.add_argument("--host", default=defaults.HOST,
                      help=f"bind address (default: {defaults.HOST}, loopback only)")
   serve.add_argument("--rest-port", type=_port, default=defaults.REST_PORT,
@@ -491,23 +520,36 @@ def build_parser() -> argparse.ArgumentParser:
                      help="turn off the default batching of both APIs, which "
                      "merges requests that arrive together, with no timer")
   serve.add_argument("--max-batch-size", default=defaults.BATCH_SIZE,
-                     type=_number(int, 1, defaults.MAX_BATCH_SIZE_LIMIT))
+                     type=_number(int, 1, defaults.MAX_BATCH_SIZE_LIMIT),
+                     help="most rows one batched model call runs, 1-"
+                     f"{defaults.MAX_BATCH_SIZE_LIMIT} ({defaults.BATCH_SIZE})")
   serve.add_argument("--batch-timeout-micros", default=defaults.BATCH_TIMEOUT_MICROS,
-                     type=_number(int, 0, defaults.MAX_BATCH_TIMEOUT_MICROS))
+                     type=_number(int, 0, defaults.MAX_BATCH_TIMEOUT_MICROS),
+                     help="with --enable-batching: how long a batch waits to "
+                     f"fill, 0-{defaults.MAX_BATCH_TIMEOUT_MICROS} "
+                     f"({defaults.BATCH_TIMEOUT_MICROS})")
   serve.set_defaults(func=_cmd_serve)
-  predict = sub.add_parser("predict", help="predict the digit in PNG/JPEG "
+  predict = sub.add_parser("predict", parents=[common],
+                           help="predict the digit in PNG/JPEG "
                            "files (via REST, gRPC, or the SavedModel)")
-  predict.add_argument("files", nargs="+", metavar="FILE")
+  predict.add_argument("files", nargs="+", metavar="FILE",
+                       help="PNG or JPEG pictures of one digit each, any size "
+                       "or colour (no default)")
   where = predict.add_mutually_exclusive_group()
   where.add_argument("--rest", metavar="URL", help="e.g. http://127.0.0.1:8501")
   where.add_argument("--grpc", metavar="HOST:PORT", help="e.g. 127.0.0.1:8500")
   where.add_argument("--model-dir", help="a SavedModel or a base path of "
                      f"versions (default: {_SERVING_BASE}, latest)")
-  predict.add_argument("--model-name", default=defaults.MODEL_NAME)
+  predict.add_argument("--model-name", default=defaults.MODEL_NAME,
+                       help="with --rest or --grpc: the served model's name "
+                       f"({defaults.MODEL_NAME})")
   predict.set_defaults(func=_cmd_predict)
-  download = sub.add_parser("download", help="fetch and verify MNIST into "
+  download = sub.add_parser("download", parents=[common],
+                            help="fetch and verify MNIST into "
                             "the cache")
-  download.add_argument("--cache-dir")
+  download.add_argument("--cache-dir", help="where to keep the files "
+                        "(default: $XDG_CACHE_HOME/mnist-tfx/mnist, else "
+                        "~/.cache/mnist-tfx/mnist)")
   download.set_defaults(func=_cmd_download)
   return parser
 
@@ -515,6 +557,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
+  if args.no_speedups:
+    speedups.disable()  # also for the processes this command starts
+  try:
+    speedups.enabled()
+  except speedups.SwitchError as e:
+    print(f"mnist-tfx: {e}", file=sys.stderr)
+    return EXIT_USAGE
   try:
     return args.func(args)
   except ConfigError as e:  # bad configuration values

@@ -11,6 +11,8 @@ PIPELINE_NAME = "mnist-tfx"
 OUTPUT_DIR = "outputs"  # --output-dir
 SUMMARY_FILE = "summary.json"
 METADATA_FILE = "metadata.sqlite"
+HISTORY_FILE = "history.json"  # the Trainer's per-epoch metrics, in its model run dir
+TENSORBOARD_DIR = "tensorboard"  # TensorBoard's event files, in a model run or trial dir
 # In-process Beam: on 2 cores the multi-process DirectRunner was slower (its
 # workers re-import TF and pickle every element); see the README.
 BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")

@@ -12,13 +12,15 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, TextIO
 
-from mnist_tfx import gc_policy, interrupts
+from mnist_tfx import interrupts, speedups
+from mnist_tfx.speedups import gc_freeze
 from pipeline.configs import PipelineConfig
 
 PROGRESS_LOGGER = "mnist_tfx"  # our components log progress here
 _RUNNING = "Component %s is running."
 _FINISHED = "Component %s is finished."
 _CACHED = "A cached execution %d is used."
+_NEW = "Going to run a new execution %d"  # TFX's launcher, with the id
 
 
 class ProgressHandler(logging.Handler):
@@ -29,8 +31,11 @@ class ProgressHandler(logging.Handler):
     self._out, self._start = out, start
     self._began: Dict[str, float] = {}
     self._cached = False
+    self.executions: List[int] = []  # this run's, in ML Metadata
 
   def emit(self, record: logging.LogRecord) -> None:
+    if record.msg in (_CACHED, _NEW) and record.args:
+      self.executions.append(int(record.args[0]))
     now = time.monotonic()
     stamp = f"[{now - self._start:6.1f}s]"
     if record.msg == _RUNNING and record.args:
@@ -88,6 +93,7 @@ def configure_logging(log_path: str, out: TextIO, start: float) -> Callable[[], 
   root.setLevel(logging.INFO)
 
   def undo() -> None:
+    """Puts logging back as it was; `undo.executions` is the run's."""
     root.setLevel(previous[0])
     root.handlers = previous[1]  # also drops handlers libraries added meanwhile
     absl.logging.set_verbosity(previous[2])
@@ -95,6 +101,7 @@ def configure_logging(log_path: str, out: TextIO, start: float) -> Callable[[], 
       handler.close()
     logging.captureWarnings(False)
 
+  undo.executions = progress.executions
   return undo
 
 
@@ -165,7 +172,8 @@ def run(config: PipelineConfig, data_dir: str, out: TextIO = sys.stdout,
   def finish(status: str, error: Optional[BaseException] = None,
              read_metadata: bool = True) -> Dict[str, Any]:
     result = summary.build(config, data_dir, time.monotonic() - start, error,
-                           log_path, status=status, read_metadata=read_metadata)
+                           log_path, status=status, read_metadata=read_metadata,
+                           own_executions=undo.executions)
     try:
       summary.write(result, config.summary_uri)
     except OSError as e:  # e.g. the disk is full: say so, keep the result
@@ -187,11 +195,14 @@ def run(config: PipelineConfig, data_dir: str, out: TextIO = sys.stdout,
                                       f"of {stamp}"):
           progress.warning("%s", line)
         finish("running", read_metadata=False)
-        with gc_policy.frozen_imports():  # TF, Beam, TFX: kept, not walked
+        with gc_freeze.frozen_imports():  # TF, Beam, TFX: kept, not walked
           from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
           from pipeline.pipeline import create_pipeline  # pylint: disable=g-import-not-at-top
-        from pipeline import beam_speedups  # pylint: disable=g-import-not-at-top
-        logging.info("Beam speed-ups in place: %s", beam_speedups.install())
+        from mnist_tfx.speedups import beam  # pylint: disable=g-import-not-at-top
+        if speedups.enabled():
+          logging.info("Beam speed-ups in place: %s", beam.install())
+        else:
+          logging.info("speed-ups off (%s=0): libraries run as shipped", speedups.ENV)
         progress.info("imports done (%.1fs)", time.monotonic() - start)
         dag = create_pipeline(config, data_dir, specifics(config, data_dir),
                               data_only=data_only)

@@ -1,8 +1,9 @@
 """The report for the terminal: one run's table, and two runs side by side."""
 
 import os
+from typing import List, Tuple
 
-from components.trainer.run import TENSORBOARD_DIR
+from mnist_tfx.defaults import TENSORBOARD_DIR
 from results.run_view import RunView, gather
 from results.summary import search_line, trials_table
 
@@ -38,13 +39,24 @@ def table(view: RunView) -> str:
     lines.append(f"Calibration: ECE {view.calibration.ece:.4f} (top-class probability, "
                  f"{len(view.calibration.bins)} equal-width bins; 0 is perfect)")
   lines.append(f"Blessed: {'yes' if s['blessed'] else 'no'} - {s['blessing']}")
-  board = tensorboard_dir(s)
-  if board:
-    lines.append(f"TensorBoard: .venv/bin/tensorboard --logdir {board}")
-  trials = (s.get("tuning") or {}).get("tensorboard")
-  if trials:
-    lines.append(f"TensorBoard (the search's trials): .venv/bin/tensorboard --logdir {trials}")
+  lines += [f"{label}: {command}" for label, command in tensorboard_commands(s)]
   return "\n".join(lines)
+
+
+# Run from the checkout, as `make run` installs it.
+TENSORBOARD = ".venv/bin/tensorboard"
+
+
+def tensorboard_commands(summary) -> List[Tuple[str, str]]:
+  """(label, the command a user runs from the checkout) per TensorBoard log dir."""
+  found = []
+  board = tensorboard_dir(summary)
+  if board:
+    found.append(("TensorBoard", f"{TENSORBOARD} --logdir {board}"))
+  trials = (summary.get("tuning") or {}).get("tensorboard")
+  if trials:
+    found.append(("TensorBoard (the search's trials)", f"{TENSORBOARD} --logdir {trials}"))
+  return found
 
 
 def tensorboard_dir(summary) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 from components import evaluation, features
 from components.data_validation import STATS_FILE, describe_anomalies
 from components.pusher import SERVING_SUBDIR
-from components.trainer.run import HISTORY_FILE
+from mnist_tfx.defaults import HISTORY_FILE
 from mnist_tfx import defaults
 from results.calibration import Calibration, calibration
 

@@ -103,11 +103,16 @@ INTERRUPTED = "interrupted by SIGINT or SIGTERM"
 def build(config: PipelineConfig, data_dir: str, total_seconds: float,
           error: Optional[BaseException] = None,
           log_path: Optional[str] = None, status: Optional[str] = None,
-          read_metadata: bool = True) -> Dict[str, Any]:
-  """The summary of the latest run recorded in the config's MLMD store.
+          read_metadata: bool = True,
+          own_executions: Optional[List[int]] = None) -> Dict[str, Any]:
+  """The summary of a run recorded in the config's MLMD store.
 
   `status` defaults to succeeded, or failed when there is an `error`;
-  `read_metadata=False` gives the facts known before anything ran.
+  `read_metadata=False` gives the facts known before anything ran. With
+  `own_executions` (the ids of the executions the run started, which TFX
+  logs) the run is theirs, even in a store that other dirs' runs write at
+  the same moment; without them, the newest in the store (an unshared
+  store's), or none.
   """
   hp = config.hyperparameters
   status = status or ("failed" if error else "succeeded")
@@ -117,7 +122,7 @@ def build(config: PipelineConfig, data_dir: str, total_seconds: float,
       "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
       "failed_component": None,
       "model": hp.model,
-      "hyperparameters": dict(hp.to_dict(), hidden_units=list(hp.layers)),
+      "hyperparameters": hp.resolved(),
       "accuracy": None, "per_class_accuracy": None, "per_class_count": None,
       "baseline_accuracy": None,
       "blessed": False, "blessing": None,
@@ -125,7 +130,7 @@ def build(config: PipelineConfig, data_dir: str, total_seconds: float,
       "component_seconds": {}, "component_status": {},
       "total_seconds": round(total_seconds, 1),
       "train_examples": None, "eval_examples": None,
-      "data_dir": data_dir, "data_sha256": None,
+      "data_dir": data_dir, "data_sha256": None, "data_content_sha256": None,
       "run_id": None, "artifacts": {}, "log": log_path,
   }
   if error is not None:
@@ -136,7 +141,9 @@ def build(config: PipelineConfig, data_dir: str, total_seconds: float,
     return summary
   try:
     store = metadata.open_store(config.metadata_uri)
-    run_id = metadata.latest_run_id(store)
+    run_id = (metadata.run_of(store, own_executions) if own_executions else
+              None if config.shared_metadata and own_executions is not None
+              else metadata.latest_run_id(store))
     nodes = metadata.read_run(store, run_id) if run_id else {}
   except Exception as e:  # pylint: disable=broad-except
     # An unreadable store: the summary still says what failed.
@@ -144,6 +151,9 @@ def build(config: PipelineConfig, data_dir: str, total_seconds: float,
     return summary
   summary["run_id"] = run_id
   summary["component_seconds"] = {n: r.seconds for n, r in nodes.items()}
+  # A cached node's time is that of the run that made what it reused.
+  summary["component_seconds_made"] = {n: r.made_seconds for n, r in nodes.items()
+                                       if r.made_seconds is not None}
   summary["component_status"] = {n: r.state for n, r in nodes.items()}
   if "error" in summary:
     summary["failed_component"] = next(
@@ -158,9 +168,10 @@ def build(config: PipelineConfig, data_dir: str, total_seconds: float,
     counts = {split: int(info["count"]) for split, info in files.items()}
     summary["train_examples"] = counts.get("train")
     summary["eval_examples"] = counts.get("eval")
-    summary["data_sha256"] = {
-        os.path.basename(info[kind]): info[f"{kind}_sha256"]
-        for info in files.values() for kind in ("images", "labels")}
+    digests = metadata.data_files(files)
+    summary["data_sha256"] = {n: d["sha256"] for n, d in digests.items()}
+    summary["data_content_sha256"] = {n: d["content_sha256"]
+                                      for n, d in digests.items()}
 
   evaluation_artifact = _first(nodes, "Evaluator", "evaluation")
   if evaluation_artifact is not None:
@@ -176,8 +187,7 @@ def build(config: PipelineConfig, data_dir: str, total_seconds: float,
   model_run = _first(nodes, "Trainer", "model_run")
   trained = trained_hyperparameters(model_run.uri) if model_run else None
   if trained is not None:  # what was trained: the Tuner's choice, if any
-    summary["hyperparameters"] = dict(trained.to_dict(),
-                                      hidden_units=list(trained.layers))
+    summary["hyperparameters"] = trained.resolved()
   tuner_results = _first(nodes, "Tuner", "tuner_results")
   if tuner_results is not None:
     summary["tuning"] = _tuning(config, tuner_results.uri, nodes)
@@ -203,10 +213,18 @@ def build(config: PipelineConfig, data_dir: str, total_seconds: float,
   return summary
 
 
+def component_time(summary: Dict[str, Any], node: str) -> str:
+  """A node's time as shown: a cached one's is the run's that made its outputs."""
+  if summary["component_status"].get(node) != "cached":
+    return f"{summary['component_seconds'][node]:.1f}s"
+  made = (summary.get("component_seconds_made") or {}).get(node)
+  return f"{made:.1f}s (cached)" if made is not None else "cached"
+
+
 def trained_hyperparameters(model_run_uri: str):
   """The hyperparameters the Trainer recorded (None: not there or unreadable)."""
   from components.models import Hyperparameters  # pylint: disable=g-import-not-at-top
-  from components.trainer.run import HISTORY_FILE  # pylint: disable=g-import-not-at-top
+  from mnist_tfx.defaults import HISTORY_FILE  # pylint: disable=g-import-not-at-top
   try:
     with open(os.path.join(model_run_uri, HISTORY_FILE), encoding="utf-8") as f:
       return Hyperparameters.from_dict(json.load(f)["hyperparameters"])
@@ -227,7 +245,7 @@ def _tuning(config: PipelineConfig, results_uri: str,
   held_out = _first(nodes, "HoldOutValidation", "held_out")
   counts = (metadata.custom_property(held_out, holdout.SPLIT_COUNTS)
             if held_out is not None else None)
-  from components.trainer.run import TENSORBOARD_DIR  # pylint: disable=g-import-not-at-top
+  from mnist_tfx.defaults import TENSORBOARD_DIR  # pylint: disable=g-import-not-at-top
   board = os.path.join(results_uri, TENSORBOARD_DIR)
   return {"budget": {"trials": config.tune_trials, "minutes": config.tune_minutes},
           "tensorboard": board if os.path.isdir(board) else None,
@@ -343,9 +361,8 @@ def render(summary: Dict[str, Any], with_status: bool = True,
         else " (this model was already there: nothing new pushed)"))
   elif summary["status"] == "succeeded":
     lines.append("Pushed: nothing (the model was not blessed)")
-  times = ", ".join(
-      f"{n} {s:.1f}s" + (" (cached)" if summary["component_status"].get(n) == "cached" else "")
-      for n, s in summary["component_seconds"].items())
+  times = ", ".join(f"{n} {component_time(summary, n)}"
+                    for n in summary["component_seconds"])
   lines.append(f"Time: {summary['total_seconds']:.1f}s total" +
                (f" ({times})" if times else ""))
   return "\n".join(lines)

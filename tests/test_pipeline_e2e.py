@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from components import evaluation, features, idx, pusher
+from mnist_tfx import speedups
 from pipeline import local_runner
 from pipeline.configs import PipelineConfig, with_overrides
 from tests import tiny_mnist
@@ -52,16 +53,18 @@ def test_every_component_ran(first):
   assert first["train_examples"] == 300 and first["eval_examples"] == 100
 
 
-def test_the_runs_process_wide_speed_ups_are_in_place(first):
-  # mnist_tfx.gc_policy: later full collections skip the imports' objects.
+def test_the_runs_process_wide_speed_ups_are_in_place_unless_switched_off(first):
+  """On by default; `make test` runs this module again with MNIST_TFX_SPEEDUPS=0."""
+  on = speedups.enabled()
   assert first["status"] == "succeeded"
-  assert gc.get_freeze_count() > 100_000
-  # pipeline.beam_speedups: Beam's signatures memoized, its CRC in C.
+  # mnist_tfx.speedups.gc_freeze: later full collections skip the imports' objects.
+  assert (gc.get_freeze_count() > 100_000) is on
+  # mnist_tfx.speedups.beam: Beam's signatures memoized, its CRC in C.
   import google_crc32c
   from apache_beam.io import tfrecordio
   from apache_beam.typehints import decorators
-  assert hasattr(decorators.get_signature, "memo")
-  assert tfrecordio._default_crc32c_fn.fn is google_crc32c.value
+  assert hasattr(decorators.get_signature, "memo") is on
+  assert (tfrecordio._default_crc32c_fn.fn is google_crc32c.value) is on
 
 
 def test_statistics_schema_and_anomalies_exist(first):
@@ -114,9 +117,16 @@ def test_summary_json_has_the_promised_fields(first, config):
   assert on_disk["model"] == "improved"
 
 
-def test_rerun_is_fully_cached_and_pushes_nothing_new(rerun, config):
+def test_rerun_is_fully_cached_and_pushes_nothing_new(rerun, config, first):
   summary, versions_before = rerun
   assert all(summary["component_status"][n] == "cached" for n in EXECUTED)
+  # Each cached node shows the time of the run that made what it reused.
+  from results import summary as summary_lib  # pylint: disable=g-import-not-at-top
+  assert summary["component_seconds_made"] == {
+      n: first["component_seconds"][n] for n in EXECUTED}
+  shown = summary_lib.render(summary)
+  seconds = first["component_seconds"]["StatisticsGen"]
+  assert seconds > 0 and f"StatisticsGen {seconds:.1f}s (cached)" in shown
   assert not summary["pushed_new"]
   assert sorted(os.listdir(config.serving_base_uri)) == versions_before
 

@@ -2,14 +2,10 @@
 cleanly on SIGTERM (uvicorn's own settings, not the test harness's)."""
 
 import os
-import re
 import signal
-import subprocess
-import sys
 import time
 
 import grpc
-import httpx
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -18,8 +14,8 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from components import features, pusher
 from components.models import Hyperparameters, build_model
 from components.trainer import export
+from tests import serve_process
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize("flags,batching", [
@@ -31,46 +27,22 @@ def test_serve_as_a_user_starts_it(tft_output, tmp_path, flags, batching):
   export.export(build_model(Hyperparameters(), 10), tft_output, model_dir)
   base = str(tmp_path / "mnist")
   version = int(os.path.basename(pusher.push(model_dir, base, {})))
-  proc = subprocess.Popen(
-      [sys.executable, "-m", "mnist_tfx", "serve", "--model-base-path", base,
-       "--rest-port", "0", "--grpc-port", "0", *flags], cwd=_ROOT,
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-      env=dict(os.environ, PYTHONPATH=_ROOT))
-  try:
-    lines = []
-    deadline = time.monotonic() + 120
-    while not any(l.startswith("gRPC:") for l in lines) and time.monotonic() < deadline:
-      line = proc.stdout.readline()
-      if not line:
-        break
-      lines.append(line.strip())
-    text = "\n".join(lines)
+  with serve_process.serving(base, *flags) as served:
+    text = served.text
     assert f"version {version} AVAILABLE" in text, text
-    said = [l for l in lines if l.startswith("Batching")]
+    said = [l for l in served.lines if l.startswith("Batching")]
     assert said == ([] if batching is None else [said[0]]), text
     assert batching is None or said[0].startswith(batching), text
-    rest = int(re.search(r"REST: http://127.0.0.1:(\d+)/", text).group(1))
-    grpc_port = int(re.search(r"gRPC: 127.0.0.1:(\d+) ", text).group(1))
     image = np.zeros((1, 28, 28), np.float32)
-    for _ in range(100):  # the REST socket listens before uvicorn serves it
-      try:
-        r = httpx.post(f"http://127.0.0.1:{rest}/v1/models/mnist:predict",
-                       json={"instances": image.tolist()}, timeout=10)
-        break
-      except httpx.HTTPError:
-        time.sleep(0.1)
+    r = served.post("/v1/models/mnist:predict", {"instances": image.tolist()})
     assert r.status_code == 200 and len(r.json()["predictions"]) == 1
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "mnist"
     request.inputs[features.IMAGES_INPUT].CopyFrom(tf.make_tensor_proto(image))
-    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+    with grpc.insecure_channel(f"127.0.0.1:{served.grpc}") as channel:
       response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
           request, timeout=30)
     assert response.model_spec.version.value == version
-  finally:
-    proc.send_signal(signal.SIGTERM)
-    code = proc.wait(60)
-  assert code == 0, proc.stderr.read()[-2000:]
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "stop()"])

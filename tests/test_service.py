@@ -11,6 +11,8 @@ import tensorflow as tf
 from components import features
 from components.models import Hyperparameters, build_model
 from components.trainer import export
+from mnist_tfx import speedups
+from mnist_tfx.speedups import tf_direct_call
 from serving import service
 from serving.batching import GreedyBatcher
 from serving.model_store import ServingError
@@ -41,7 +43,9 @@ def test_every_signature_gets_the_fast_call_with_the_public_answers(model_dir, s
   fast_model = service.load(model_dir)
   public_fn = tf.saved_model.load(model_dir).signatures[signature]
   fn = fast_model.signatures[signature]
-  assert service.uses_fast_call(fn) and not service.uses_fast_call(public_fn)
+  # With the speed-ups off (MNIST_TFX_SPEEDUPS=0), the public call only.
+  assert service.uses_fast_call(fn) is speedups.enabled()
+  assert not service.uses_fast_call(public_fn)
   inputs = _inputs(signature, tiny_mnist.make_images(np.arange(7), seed=5))
   fast, public = service.run_signature(fn, inputs), service.run_signature(public_fn, inputs)
   assert set(fast) == {features.PROBABILITIES_KEY, features.CLASSES_KEY}
@@ -72,13 +76,13 @@ def test_inputs_the_signature_does_not_declare_take_the_public_call(model_dir):
 
 
 def test_a_fast_call_that_disagrees_at_load_is_never_used(model_dir, monkeypatch):
-  real = service._flat_caller  # pylint: disable=protected-access
+  real = tf_direct_call._direct_caller  # pylint: disable=protected-access
 
   def off_by_a_little(fn):
     call = real(fn)
     return lambda inputs: {k: v * 1.0001 if v.dtype.is_floating else v
                            for k, v in call(inputs).items()}
-  monkeypatch.setattr(service, "_flat_caller", off_by_a_little)
+  monkeypatch.setattr(tf_direct_call, "_direct_caller", off_by_a_little)
   model = service.load(model_dir)
   assert not any(service.uses_fast_call(fn) for fn in model.signatures.values())
   images = tiny_mnist.make_images(np.arange(2), seed=7).astype(np.float32)
@@ -92,7 +96,7 @@ def test_a_fast_call_that_breaks_at_load_is_never_used(model_dir, monkeypatch):
     def call(inputs):
       raise RuntimeError("private API changed")
     return call
-  monkeypatch.setattr(service, "_flat_caller", broken)
+  monkeypatch.setattr(tf_direct_call, "_direct_caller", broken)
   model = service.load(model_dir)
   assert not any(service.uses_fast_call(fn) for fn in model.signatures.values())
 

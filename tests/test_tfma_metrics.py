@@ -7,6 +7,8 @@ import pytest
 import tensorflow_model_analysis as tfma
 
 from components import tfma_metrics
+from mnist_tfx import speedups
+from mnist_tfx.speedups import tfma_reader
 
 _CONFIG = tfma.EvalConfig(model_specs=[tfma.ModelSpec()])
 
@@ -116,12 +118,12 @@ def _as_lists(results):
 
 
 def _tfma(inputs, config, **args):
-  return _as_lists(tfma_metrics.metric_util.to_label_prediction_example_weight(
+  return _as_lists(tfma_reader.metric_util.to_label_prediction_example_weight(
       inputs, eval_config=config, **args))
 
 
 def _ours(inputs, config, **args):
-  return _as_lists(tfma_metrics.label_prediction_weight(
+  return _as_lists(tfma_reader.label_prediction_weight(
       inputs, eval_config=config, **args))
 
 
@@ -129,7 +131,8 @@ def _ours(inputs, config, **args):
 def fresh_check(monkeypatch):
   """The once-per-process comparison with TFMA, as in a new process."""
   state = {"checked": False, "on": True}
-  monkeypatch.setattr(tfma_metrics, "_state", state)
+  monkeypatch.setattr(tfma_reader, "_state", state)
+  monkeypatch.setattr(speedups, "_said", {})  # said once per process
   return state
 
 
@@ -137,7 +140,7 @@ def test_the_shortcut_reads_this_models_inputs_as_tfma_does(fresh_check):
   rng = np.random.default_rng(0)
   for label in range(10):
     inputs = _model_inputs(label, rng.random(10))
-    assert tfma_metrics._shortcut(inputs, _MODEL_CONFIG, _COMBINER_ARGS) is not None
+    assert tfma_reader._shortcut(inputs, _MODEL_CONFIG, _COMBINER_ARGS) is not None
     assert _ours(inputs, _MODEL_CONFIG, **_COMBINER_ARGS) == _tfma(
         inputs, _MODEL_CONFIG, **_COMBINER_ARGS)
   assert fresh_check == {"checked": True, "on": True}
@@ -199,7 +202,7 @@ _OTHER_FORMS = {
 @pytest.mark.parametrize("form", sorted(_OTHER_FORMS))
 def test_other_inputs_go_to_tfmas_reader(form, fresh_check):
   inputs, config, args = _OTHER_FORMS[form]
-  assert tfma_metrics._shortcut(inputs, config, args) is None
+  assert tfma_reader._shortcut(inputs, config, args) is None
   assert _ours(inputs, config, **args) == _tfma(inputs, config, **args)
   assert fresh_check == {"checked": False, "on": True}
 
@@ -211,14 +214,14 @@ def test_a_difference_from_tfma_turns_the_shortcut_off(fresh_check, monkeypatch,
     yield (inputs.label, np.array([0.0, 1.0], np.float32),
            np.array([1.0], np.float32))
 
-  monkeypatch.setattr(tfma_metrics.metric_util,
+  monkeypatch.setattr(tfma_reader.metric_util,
                       "to_label_prediction_example_weight", reader_that_differs)
   inputs = _model_inputs(3, [0.1] * 9 + [0.9])
-  with caplog.at_level("WARNING", logger=tfma_metrics.__name__):
+  with caplog.at_level("WARNING", logger="mnist_tfx.speedups"):
     first = _ours(inputs, _MODEL_CONFIG, **_COMBINER_ARGS)
   assert first[0][1][2] == [0.0, 1.0]  # TFMA's answer, not the shortcut's
   assert fresh_check == {"checked": True, "on": False}
-  assert "generic reader" in caplog.text
+  assert "tfma_reader stepped aside" in caplog.text
   assert _ours(inputs, _MODEL_CONFIG, **_COMBINER_ARGS)[0][1][2] == [0.0, 1.0]
 
 
@@ -258,4 +261,4 @@ def test_accuracy_and_plot_count_each_example_once():
               if isinstance(c, tfma.metrics.MetricComputation)]
   assert len(set(combined)) == 1
   assert all(c.combiner._extract_label_prediction_and_weight
-             is tfma_metrics.label_prediction_weight for c in combined)
+             is tfma_reader.label_prediction_weight for c in combined)

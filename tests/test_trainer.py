@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 from components.models import Hyperparameters, build_model
-from components.trainer import run
+from components.trainer import callbacks, data, run
+from mnist_tfx import defaults
 
 
 @pytest.mark.parametrize("name,kind", [
@@ -48,9 +49,9 @@ def test_tensorboard_gets_one_scalar_per_epoch(tmp_path):
   x, y = rng.random((64, 784), dtype=np.float32), rng.integers(0, 10, 64)
   model = build_model(hp, steps_per_epoch=4)
   model.fit(x, y, batch_size=16, epochs=3, validation_data=(x, y), verbose=0,
-            callbacks=run.callbacks(str(tmp_path)))
+            callbacks=callbacks.for_model_run(str(tmp_path)))
   for split in ("train", "validation"):
-    files = glob.glob(os.path.join(tmp_path, run.TENSORBOARD_DIR, split, "events.*"))
+    files = glob.glob(os.path.join(tmp_path, defaults.TENSORBOARD_DIR, split, "events.*"))
     assert files, split
     steps = []
     for record in tf.data.TFRecordDataset(files):
@@ -83,10 +84,10 @@ class _TransformOutput:
 
 def test_load_split_keeps_every_example_in_order():
   rng = np.random.default_rng(0)
-  n = 2 * run._READ_BATCH + 7  # pylint: disable=protected-access
+  n = 2 * data._READ_BATCH + 7  # pylint: disable=protected-access
   images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.int64)
   labels = rng.integers(0, 10, size=n, dtype=np.int64)
-  x, y = run.load_split(["unused"], _Accessor(images, labels), _TransformOutput())
+  x, y = data.load_split(["unused"], _Accessor(images, labels), _TransformOutput())
   np.testing.assert_array_equal(x, images.reshape(n, 784).astype(np.float32) / 255.0)
   np.testing.assert_array_equal(y, labels)
   assert x.ctypes.data % 4096 == 0  # its own pages: aligned for as_tensor
@@ -95,20 +96,20 @@ def test_load_split_keeps_every_example_in_order():
 def test_load_split_of_nothing_is_a_clear_error():
   empty = _Accessor(np.zeros((0, 28, 28), np.int64), np.zeros(0, np.int64))
   with pytest.raises(ValueError, match="no examples in"):
-    run.load_split(["Split-eval/*"], empty, _TransformOutput())
+    data.load_split(["Split-eval/*"], empty, _TransformOutput())
 
 
 def test_as_tensor_shares_an_aligned_arrays_memory():
-  array = run.unpooled_empty((5, 3), np.float32)
+  array = data.unpooled_empty((5, 3), np.float32)
   array[...] = np.arange(15).reshape(5, 3)
-  tensor = run.as_tensor(array)
+  tensor = data.as_tensor(array)
   np.testing.assert_array_equal(tensor.numpy(), np.arange(15).reshape(5, 3))
   array[0, 0] = 99  # seen through the tensor: one buffer, no copy
   assert tensor.numpy()[0, 0] == 99
 
 
 @pytest.mark.parametrize("make", [
-    lambda: run.unpooled_empty((17,), np.float32)[1:],  # 4 bytes off: misaligned
+    lambda: data.unpooled_empty((17,), np.float32)[1:],  # 4 bytes off: misaligned
     lambda: np.arange(16, dtype=np.float32)[::2],  # not contiguous
     lambda: np.frombuffer(bytes(64), np.float32),  # read-only
 ])
@@ -116,7 +117,7 @@ def test_as_tensor_copies_what_it_cannot_share(make):
   array = make()
   if array.flags.writeable:
     array[...] = np.arange(array.size)
-  tensor = run.as_tensor(array)  # must not abort the process
+  tensor = data.as_tensor(array)  # must not abort the process
   np.testing.assert_array_equal(tensor.numpy(), array)
   if array.flags.writeable:
     array[0] = -1  # a copy: the tensor keeps its values

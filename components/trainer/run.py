@@ -1,8 +1,8 @@
 """`run_fn` for the Trainer component.
 
 The splits are read once through TFX's data accessor (TFXIO), put through the
-Transform graph in batches, and held in memory once: 60k x 784 float32 is
-188 MB. Keras then fits from them exactly as the plain-Keras workflow does,
+Transform graph in batches, and held in memory once (`components.trainer.data`):
+60k x 784 float32 is 188 MB. Keras then fits from them exactly as the plain-Keras workflow does,
 reshuffling every epoch, so the first epoch is not slowed by parsing and the
 results are comparable with it; it is given tensors that share the arrays'
 memory, so it does not copy them.
@@ -12,94 +12,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
-import mmap
 import os
 import tempfile
-import time
 import types
-from typing import List, Tuple
 
 import keras
-import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 from tfx import v1 as tfx
-from tfx_bsl.public import tfxio
 
-from components import features, tuning
+from components import tuning
 from components.models import Hyperparameters, build_model
-from components.trainer import export, memory, multi_worker
+from components.trainer import callbacks, export, multi_worker
+from components.trainer.data import as_tensor, load_split
+from mnist_tfx import defaults
+from mnist_tfx.speedups import malloc
 
-_LOG = logging.getLogger("mnist_tfx.trainer")  # shown as progress by the CLI
-HISTORY_FILE = "history.json"  # per-epoch metrics, in the model run dir
-TENSORBOARD_DIR = "tensorboard"  # TensorBoard's event files, in the model run dir
-# Examples read and transformed at a time: 1,024 reads as fast as 4,096 and
-# keeps ~250 MB less of TensorFlow's buffers at the Trainer's peak.
-_READ_BATCH = 1024
+_LOG = callbacks.LOG
 _VALIDATION_BATCH = 1024  # inference only: no effect on training
-_ALIGN = 64  # bytes: TensorFlow's CPU tensor alignment (Allocator::kAllocatorAlignment)
-
-
-def load_split(file_pattern: List[str],
-               data_accessor: tfx.components.DataAccessor,
-               tft_output: tft.TFTransformOutput) -> Tuple[np.ndarray, np.ndarray]:
-  """All examples of a split as (model inputs [N, 784] float32, labels [N]).
-
-  Each transformed batch is copied out of TensorFlow's memory into memory
-  of its own, and the batches are moved into one array (see
-  `unpooled_empty`) one by one, each returned to the system as soon as it is
-  in: the split is held about once, not twice as joining a list would.
-  """
-  dataset = data_accessor.tf_dataset_factory(
-      file_pattern,
-      tfxio.TensorFlowDatasetOptions(batch_size=_READ_BATCH, num_epochs=1,
-                                     shuffle=False),
-      tft_output.raw_metadata.schema)
-  layer = tft_output.transform_features_layer()
-  xs, ys = [], []
-  for raw in dataset:
-    transformed = layer(raw)
-    image = transformed[features.TRANSFORMED_IMAGE_KEY].numpy()
-    xs.append(unpooled_empty(image.shape, image.dtype))
-    xs[-1][...] = image
-    ys.append(np.reshape(transformed[features.LABEL_KEY].numpy(), [-1]))
-  if not xs:
-    raise ValueError(f"no examples in {file_pattern}")
-  x = unpooled_empty((sum(len(b) for b in xs),) + xs[0].shape[1:], xs[0].dtype)
-  start = 0
-  xs.reverse()
-  while xs:
-    batch = xs.pop()
-    x[start:start + len(batch)] = batch
-    start += len(batch)
-  return x, np.concatenate(ys)
-
-
-def unpooled_empty(shape: Tuple[int, ...], dtype) -> np.ndarray:
-  """An uninitialised array in memory mapped for it alone.
-
-  Freed, it goes back to the system at once (malloc keeps large blocks it
-  has freed once for reuse, so RSS would not fall), and it starts on a page
-  boundary, which satisfies TensorFlow's alignment (see `as_tensor`).
-  """
-  size = int(np.prod(shape)) * np.dtype(dtype).itemsize
-  memory = mmap.mmap(-1, max(size, 1))
-  return np.frombuffer(memory, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
-
-
-def as_tensor(array: np.ndarray) -> tf.Tensor:
-  """`array` as a tensor that shares its memory, when that is safe.
-
-  Keras copies numpy inputs into a tensor of its own (+220 MB for MNIST,
-  on top of the arrays); a tensor made through DLPack uses the array's
-  memory. TensorFlow requires its tensors' data aligned to 64 bytes (and
-  aborts the process on a misaligned one), so anything else is copied.
-  """
-  if (array.flags.c_contiguous and array.flags.writeable
-      and array.ctypes.data % _ALIGN == 0 and array.dtype.isnative):
-    return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
-  return tf.constant(array)
 
 
 def _strategy(name: str) -> tf.distribute.Strategy:
@@ -110,33 +40,10 @@ def _strategy(name: str) -> tf.distribute.Strategy:
   return tf.distribute.get_strategy()
 
 
-class EpochLog(keras.callbacks.Callback):
-  """Logs one line per epoch to the progress logger: long runs show progress."""
-
-  def on_epoch_begin(self, epoch, logs=None):
-    self._start = time.monotonic()
-
-  def on_epoch_end(self, epoch, logs=None):
-    metrics = " ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items())
-    _LOG.info("epoch %d/%d %s (%.1fs)", epoch + 1, self.params["epochs"],
-              metrics, time.monotonic() - self._start)
-
-
-def tensorboard(log_dir: str) -> keras.callbacks.Callback:
-  """One TensorBoard scalar per metric and epoch, nothing else."""
-  return keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch",
-                                     write_graph=False, profile_batch=0)
-
-
-def callbacks(model_run_dir: str) -> List[keras.callbacks.Callback]:
-  """Progress lines, and TensorBoard's scalars under the model run."""
-  return [EpochLog(), tensorboard(os.path.join(model_run_dir, TENSORBOARD_DIR))]
-
-
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
   """Trains the configured model and exports the serving SavedModel."""
-  memory.release_freed()  # what the data components left: ~35 MB
-  with memory.large_blocks_unpooled():  # ~110 MB lower peak (see memory)
+  malloc.release_freed()  # what the data components left: ~35 MB
+  with malloc.large_blocks_unpooled():  # ~110 MB lower peak (see malloc)
     _train(fn_args)
 
 
@@ -171,10 +78,10 @@ def _train(fn_args: tfx.components.FnArgs) -> None:
         as_tensor(x_train), y_train, batch_size=hp.batch_size, epochs=hp.epochs,
         shuffle=True, validation_data=(as_tensor(x_eval), y_eval),
         validation_batch_size=_VALIDATION_BATCH, verbose=0,
-        callbacks=callbacks(fn_args.model_run_dir))
+        callbacks=callbacks.for_model_run(fn_args.model_run_dir))
   export.export(model, tft_output, fn_args.serving_model_dir)
   tf.io.gfile.makedirs(fn_args.model_run_dir)
-  with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE),
+  with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, defaults.HISTORY_FILE),
                          "w") as f:
     json.dump({"hyperparameters": hp.to_dict(),
                "train_examples": int(len(x_train)),

@@ -1,4 +1,4 @@
-"""mnist_tfx.gc_policy: full collections wait during the imports, then freeze.
+"""mnist_tfx.speedups.gc_freeze: full collections wait during the imports, then freeze.
 
 Each case runs in a fresh interpreter: freezing is once per process, and
 freezing pytest's own objects would change every later test's collector.
@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # and records which generations the collector ran meanwhile.
 _PROBE = r"""
 import gc, json, sys, weakref
-from mnist_tfx import gc_policy
+from mnist_tfx.speedups import gc_freeze as gc_policy
 
 runs = []
 gc.callbacks.append(lambda phase, info: phase == "stop" and runs.append(info["generation"]))

@@ -1,4 +1,4 @@
-"""pipeline.beam_speedups: Beam's get_signature memoized and its TFRecord CRC, with Beam's answers."""
+"""mnist_tfx.speedups.beam: Beam's get_signature memoized and its TFRecord CRC, with Beam's answers."""
 
 import functools
 import importlib
@@ -11,7 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import userstate
 from apache_beam.typehints import decorators
 
-from pipeline import beam_speedups
+from mnist_tfx.speedups import beam as beam_speedups
 
 
 class _Counting:

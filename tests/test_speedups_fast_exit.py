@@ -1,4 +1,4 @@
-"""mnist_tfx.process_exit: a prompt exit that loses nothing a normal one keeps."""
+"""mnist_tfx.speedups.fast_exit: a prompt exit that loses nothing a normal one keeps."""
 
 import os
 import subprocess
@@ -14,7 +14,7 @@ def _run(body: str, tmp_path) -> subprocess.CompletedProcess:
   script = tmp_path / "script.py"
   script.write_text(textwrap.dedent(f"""
       import atexit, sys, threading, time
-      from mnist_tfx.process_exit import end_process
+      from mnist_tfx.speedups.fast_exit import end_process
       marker = {str(tmp_path / "marker")!r}
       def handler():
         with open(marker, "a") as f:
@@ -84,7 +84,7 @@ def test_the_command_line_ends_through_it(tmp_path):
   # `python -m mnist_tfx` with end_process wrapped to say it was called.
   proc = _run(f"""
       import runpy
-      import mnist_tfx.process_exit as process_exit
+      import mnist_tfx.speedups.fast_exit as process_exit
       real = process_exit.end_process
       def spy(code):
         print("end_process", code)

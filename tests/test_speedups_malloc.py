@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from components.trainer import memory
+from mnist_tfx.speedups import malloc as memory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,8 +48,8 @@ def _libc():
 # trim threshold is then put at its start value, whatever it had become.
 _PROBE = r"""
 import json, sys
-from components.trainer import memory
-from tests.test_trainer_memory import malloc_libc
+from mnist_tfx.speedups import malloc as memory
+from tests.test_speedups_malloc import malloc_libc
 
 libc = malloc_libc()
 

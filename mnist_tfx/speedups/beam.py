@@ -1,4 +1,5 @@
-"""Two of Beam's per-use costs in this process, made once or cheaper.
+"""Speed-ups `beam_signatures` and `beam_crc`: two of Beam's per-use costs,
+made once or cheaper, in this process. Checked against apache-beam 2.60.0.
 
 Function signatures, computed once per function instead of per use.
 Building and running a Beam pipeline asks for the signature of every method
@@ -18,7 +19,9 @@ The TFRecord reader's CRC-32C of each record: Beam uses python-snappy's if
 installed, else crcmod's (2.9 us for a 1 KB record; StatisticsGen reads
 70,000); google_crc32c, installed with Beam's GCP extras, takes 0.2 us. It
 is put where Beam keeps its choice, only if it is the C implementation and
-gives crcmod's values. `install()` does both.
+gives crcmod's values. `install()` does both, where the switch is on and
+Beam is a version they were checked against (see `mnist_tfx.speedups`); a
+guard that fails says so once and leaves Beam as it is.
 """
 
 import functools
@@ -28,6 +31,8 @@ import threading
 import types
 import weakref
 from typing import Any, Callable, Dict, Optional, Tuple
+
+from mnist_tfx import speedups
 
 # Modules that import get_signature by name (so each holds its own reference).
 _USERS = ("apache_beam.typehints.decorators", "apache_beam.transforms.core",
@@ -112,18 +117,25 @@ def install() -> Dict[str, bool]:
 
 def fast_tfrecord_crc() -> bool:
   """Beam's TFRecord reader checks CRCs with google_crc32c; True if it does."""
+  if not speedups.allowed("beam_crc", "apache-beam"):
+    return False
   try:
     import crcmod.predefined  # pylint: disable=g-import-not-at-top
     import google_crc32c  # pylint: disable=g-import-not-at-top
     from apache_beam.io import tfrecordio  # pylint: disable=g-import-not-at-top
-  except ImportError:
+  except ImportError as e:
+    speedups.step_aside("beam_crc", f"cannot import {e.name}")
     return False
   chooser = getattr(tfrecordio, "_default_crc32c_fn", None)
-  if (not hasattr(chooser, "fn")
-      or getattr(google_crc32c, "implementation", None) != "c"):
-    return False  # another Beam, or the pure-Python fallback
+  if not hasattr(chooser, "fn"):
+    speedups.step_aside("beam_crc", "Beam keeps its CRC choice elsewhere")
+    return False
+  if getattr(google_crc32c, "implementation", None) != "c":
+    speedups.step_aside("beam_crc", "google_crc32c is its pure-Python fallback")
+    return False
   reference = crcmod.predefined.mkPredefinedCrcFun("crc-32c")
   if any(google_crc32c.value(s) != reference(s) for s in _CRC_SAMPLES):
+    speedups.step_aside("beam_crc", "google_crc32c disagrees with crcmod")
     return False
   chooser.fn = google_crc32c.value
   return True
@@ -136,19 +148,26 @@ def memoize_signatures() -> bool:
   or the memo would answer differently.
   """
   global _installed
+  if not speedups.allowed("beam_signatures", "apache-beam"):
+    return False
   with _lock:
     if _installed is not None:
       return True
     try:
       modules = [importlib.import_module(name) for name in _USERS]
-    except ImportError:
+    except ImportError as e:
+      speedups.step_aside("beam_signatures", f"cannot import {e.name}")
       return False
     original = getattr(modules[0], "get_signature", None)
     if not callable(original) or any(
         getattr(m, "get_signature", None) is not original for m in modules):
-      return False  # another Beam: some module calls something else
+      speedups.step_aside("beam_signatures", "Beam's modules no longer share "
+                          "one get_signature")
+      return False
     candidate = memoized(original)
     if not _agrees(original, candidate):
+      speedups.step_aside("beam_signatures", "the memo answers differently "
+                          "than Beam")
       return False
     for m in modules:
       m.get_signature = candidate

@@ -1,4 +1,4 @@
-"""The Trainer's peak memory: large buffers returned as soon as they are freed.
+"""Speed-up `malloc`: the Trainer's peak memory, large buffers returned when freed.
 
 glibc's malloc maps a block of 128 KiB or more on its own (unmapped on
 free) when the heap has no room for it, but raises that threshold to the
@@ -21,6 +21,8 @@ set at start: ~47k by default, 390-475k with the 1 MiB threshold alone,
 and 1.3-1.8 s; peak 1,160-1,169, 1,062-1,065 and 1,069-1,076 MB). So both
 are set, whatever they were. Set values no longer move by themselves, so
 leaving sets what glibc's adjustment reaches on its own: 32 and 64 MiB.
+glibc's public mallopt/malloc_trim (checked on glibc 2.36); elsewhere (musl,
+macOS) or with the speed-ups off, nothing is set.
 """
 
 import contextlib
@@ -28,6 +30,8 @@ import ctypes
 import functools
 import gc
 from typing import Iterator, Optional
+
+from mnist_tfx import speedups
 
 _M_TRIM_THRESHOLD = -1  # mallopt's parameter numbers (glibc's malloc.h)
 _M_MMAP_THRESHOLD = -3
@@ -58,7 +62,7 @@ def _glibc() -> Optional[ctypes.CDLL]:
 def release_freed() -> None:
   """Frees unreachable Python objects and gives the heap's free pages back."""
   gc.collect()
-  libc = _glibc()
+  libc = _glibc() if speedups.enabled() else None
   if libc is not None:
     libc.malloc_trim(0)
 
@@ -77,7 +81,8 @@ def set_thresholds(mmap_size: int, trim_size: int) -> bool:
 def large_blocks_unpooled() -> Iterator[bool]:
   """Within, a block of 1 MiB or more that the heap's free space cannot hold is
   mapped alone instead of growing the heap. Yields whether that applies."""
-  applied = set_thresholds(TRAINING_THRESHOLD, TRAINING_TRIM)
+  applied = speedups.enabled() and set_thresholds(TRAINING_THRESHOLD,
+                                                  TRAINING_TRIM)
   try:
     yield applied
   finally:

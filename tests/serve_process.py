@@ -1,0 +1,62 @@
+"""`mnist-tfx serve` in a process of its own, as a user starts it."""
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from typing import Dict, Iterator, List
+
+import httpx
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Served:
+  """A running server: its process, what it printed, its REST and gRPC ports."""
+
+  def __init__(self, proc: subprocess.Popen, lines: List[str]):
+    self.proc, self.lines = proc, lines
+    text = "\n".join(lines)
+    self.text = text
+    self.rest = int(re.search(r"REST: http://127.0.0.1:(\d+)/", text).group(1))
+    self.grpc = int(re.search(r"gRPC: 127.0.0.1:(\d+) ", text).group(1))
+
+  def post(self, path: str, body: Dict) -> httpx.Response:
+    """POST to the REST API; retried while uvicorn starts serving its socket."""
+    for _ in range(100):
+      try:
+        return httpx.post(f"http://127.0.0.1:{self.rest}{path}", json=body,
+                          timeout=30)
+      except httpx.HTTPError:
+        time.sleep(0.1)
+    raise AssertionError(f"no answer from REST port {self.rest}")
+
+
+@contextlib.contextmanager
+def serving(base: str, *flags: str, env: Dict[str, str] = None) -> Iterator[Served]:
+  """Starts the server on free ports, yields once both APIs listen, and stops
+  it with SIGTERM afterwards (asserting it exits 0)."""
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "mnist_tfx", "serve", "--model-base-path", base,
+       "--rest-port", "0", "--grpc-port", "0", *flags], cwd=ROOT,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      env=dict(os.environ, PYTHONPATH=ROOT, **(env or {})))
+  try:
+    lines: List[str] = []
+    deadline = time.monotonic() + 120
+    while (not any(l.startswith("gRPC:") for l in lines)
+           and time.monotonic() < deadline):
+      line = proc.stdout.readline()
+      if not line:
+        break
+      lines.append(line.strip())
+    assert any(l.startswith("gRPC:") for l in lines), (lines, proc.stderr.read()[-2000:]
+                                                        if proc.poll() is not None else "")
+    yield Served(proc, lines)
+  finally:
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(60)
+  assert code == 0, proc.stderr.read()[-2000:]
