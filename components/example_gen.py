@@ -237,7 +237,9 @@ def IdxExampleGen(  # pylint: disable=invalid-name
   examples.set_json_value_custom_property(
       "idx_files", {split: {"images": p.images_path, "labels": p.labels_path,
                             "count": p.count,
-                            "images_sha256": p.images_sha256,
-                            "labels_sha256": p.labels_sha256,
+                            "images_file_sha256": p.images_file_sha256,
+                            "labels_file_sha256": p.labels_file_sha256,
+                            "images_content_sha256": p.images_sha256,
+                            "labels_content_sha256": p.labels_sha256,
                             "label_counts": list(p.label_counts)}
                     for split, p in pairs.items()})

@@ -45,10 +45,13 @@ class IdxPair:
   count: int
   rows: int
   cols: int
-  images_sha256: str  # of the raw (decompressed) bytes
+  images_sha256: str  # of the content: the decompressed IDX bytes
   labels_sha256: str
   label_counts: Tuple[int, ...] = ()  # records per class, for validation
   gzipped: bool = False  # the images file: read forward only
+  # Of the files as they are on disk (what `sha256sum` prints for them).
+  images_file_sha256: str = ""
+  labels_file_sha256: str = ""
 
 
 def _gfile():
@@ -163,40 +166,60 @@ def _hash_rest(f: BinaryIO, path: str, expected: int,
   return tuple(int(c) for c in counts)
 
 
+def file_sha256(path: str) -> str:
+  """SHA-256 of a file's bytes as stored (gzipped or not): `sha256sum`'s."""
+  sha = hashlib.sha256()
+  with _gfile().GFile(path, "rb") as f:
+    for chunk in iter(lambda: f.read(_CHUNK), b""):
+      sha.update(chunk)
+  return sha.hexdigest()
+
+
+def _open_checked(path: str, magic: int) -> Tuple[BinaryIO, Tuple[int, ...]]:
+  """The file opened past its header, and the header's dimensions."""
+  f = open_raw(path)
+  try:
+    return f, _read_header(f, path, magic)
+  except (EOFError, OSError, zlib.error, gzip.BadGzipFile) as e:
+    f.close()
+    raise IdxError(path, f"corrupt gzip stream ({e})") from e
+  except IdxError:
+    f.close()
+    raise
+
+
 def check_pair(images_path: str, labels_path: str,
                rows: int = features.IMAGE_ROWS,
                cols: int = features.IMAGE_COLS,
                num_classes: int = features.NUM_CLASSES) -> IdxPair:
-  """Reads both files once, fully: structure, counts, labels and raw SHA-256."""
-  with open_raw(images_path) as f:
-    gzipped = is_gzip(f)
-    sha_images = hashlib.sha256()
-    try:
-      dims = _read_header(f, images_path, IMAGES_MAGIC)
-    except (EOFError, OSError, zlib.error, gzip.BadGzipFile) as e:
-      raise IdxError(images_path, f"corrupt gzip stream ({e})") from e
-    sha_images.update(struct.pack(">I", IMAGES_MAGIC) +
-                      struct.pack(">3I", *dims))
-    count, r, c = dims
-    if (r, c) != (rows, cols):
-      raise IdxError(images_path, f"images are {r}x{c}, expected {rows}x{cols}")
-    _hash_rest(f, images_path, count * r * c, sha_images, None)
-  with open_raw(labels_path) as f:
-    sha_labels = hashlib.sha256()
-    try:
-      (n_labels,) = _read_header(f, labels_path, LABELS_MAGIC)
-    except (EOFError, OSError, zlib.error, gzip.BadGzipFile) as e:
-      raise IdxError(labels_path, f"corrupt gzip stream ({e})") from e
-    sha_labels.update(struct.pack(">II", LABELS_MAGIC, n_labels))
-    label_counts = _hash_rest(f, labels_path, n_labels, sha_labels, num_classes)
-  if n_labels != count:
-    raise IdxError(labels_path, f"{n_labels} labels but {images_path} has "
-                   f"{count} images")
-  if count == 0:
-    raise IdxError(images_path, "holds no records")
+  """Reads both files once, fully: structure, counts, labels and SHA-256s.
+
+  Both headers are read and checked against each other (counts, then image
+  sizes) before any data is, so a header that promises ten million images
+  beside 2,000 labels fails at once, not after streaming gigabytes.
+  """
+  images, dims = _open_checked(images_path, IMAGES_MAGIC)
+  with images:
+    labels, (n_labels,) = _open_checked(labels_path, LABELS_MAGIC)
+    with labels:
+      count, r, c = dims
+      if n_labels != count:
+        raise IdxError(labels_path, f"{n_labels} labels but {images_path} has "
+                       f"{count} images")
+      if (r, c) != (rows, cols):
+        raise IdxError(images_path, f"images are {r}x{c}, expected {rows}x{cols}")
+      if count == 0:
+        raise IdxError(images_path, "holds no records")
+      gzipped = is_gzip(images)
+      sha_images = hashlib.sha256(struct.pack(">I", IMAGES_MAGIC) +
+                                  struct.pack(">3I", *dims))
+      _hash_rest(images, images_path, count * r * c, sha_images, None)
+      sha_labels = hashlib.sha256(struct.pack(">II", LABELS_MAGIC, n_labels))
+      label_counts = _hash_rest(labels, labels_path, n_labels, sha_labels,
+                                num_classes)
   return IdxPair(images_path, labels_path, count, rows, cols,
                  sha_images.hexdigest(), sha_labels.hexdigest(), label_counts,
-                 gzipped)
+                 gzipped, file_sha256(images_path), file_sha256(labels_path))
 
 
 def read_range(pair: IdxPair, start: int, stop: int

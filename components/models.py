@@ -126,6 +126,15 @@ class Hyperparameters:
       d["hidden_units"] = list(self.hidden_units)
     return d
 
+  def resolved(self) -> Dict[str, Any]:
+    """`to_dict()` with what the architecture decides filled in: the hidden
+    layers (and a CNN's filters) the model is built with, never None."""
+    d = self.to_dict()
+    d["hidden_units"] = list(self.layers)
+    if self.architecture.conv_filters:
+      d["conv_filters"] = list(self.architecture.conv_filters)
+    return d
+
   @classmethod
   def from_dict(cls, d: Dict[str, Any]) -> "Hyperparameters":
     return strict_from_dict(cls, d, "hyperparameters")

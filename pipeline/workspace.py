@@ -24,7 +24,7 @@ import re
 import shutil
 import sys
 import time
-from typing import Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 from mnist_tfx import defaults
 from pipeline.configs import PipelineConfig
@@ -103,6 +103,38 @@ def exclusive(config: PipelineConfig) -> Iterator[None]:
                          path) from e
         raise
     yield
+
+
+def held(config: PipelineConfig) -> bool:
+  """Whether a live run holds the output dir now (its lock is taken)."""
+  path = os.path.join(config.local_dir, LOCK_FILE)
+  try:
+    fd = os.open(path, os.O_RDONLY)
+  except OSError:
+    return False  # never run, or not readable: no holder to find
+  try:
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    return False
+  except BlockingIOError:
+    return True
+  finally:
+    os.close(fd)
+
+
+def dead_executions(config: PipelineConfig) -> Callable[[int], bool]:
+  """Tells whether an execution ML Metadata calls RUNNING belongs to a run of
+  this output dir whose process is gone (killed, out of memory, power).
+
+  With no live holder of the lock, every RUNNING execution of a store only
+  this dir uses is dead; in a shared store, those that wrote into this dir's
+  pipeline root (other dirs' runs may be alive).
+  """
+  if held(config):
+    return lambda execution_id: False
+  if not config.shared_metadata:
+    return lambda execution_id: True
+  ours = {eid for eid, _ in _artifact_dirs(config.pipeline_root_uri)}
+  return lambda execution_id: execution_id in ours
 
 
 # --- recovery ----------------------------------------------------------------

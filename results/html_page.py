@@ -7,9 +7,9 @@ import html
 import importlib.metadata
 from typing import Any, Dict, List
 
-from results.report_text import tensorboard_dir
+from results.report_text import tensorboard_commands
 from results.run_view import RunView
-from results.summary import search_line, trials_table
+from results.summary import component_time, search_line, trials_table
 
 PACKAGES = ("tfx", "tensorflow", "keras", "tensorflow-transform",
             "tensorflow-model-analysis", "tensorflow-data-validation",
@@ -64,21 +64,19 @@ def write_html(view: RunView, pictures: Dict[str, str], path: str) -> str:
                 "mean", "std", "zeros"]
   anomalies = "".join(f"<li>[{html.escape(split)}] {html.escape(line)}</li>"
                       for split, lines in view.anomalies.items() for line in lines)
-  board = tensorboard_dir(s)
+  boards = dict(tensorboard_commands(s))
   facts = [["run", _when(s.get("run_id"))], ["status", s.get("status")],
-           ["TensorBoard", f".venv/bin/tensorboard --logdir {board}" if board
-            else "no logs"],
+           ["TensorBoard", boards.get("TensorBoard", "no logs")],
            ["total seconds", s.get("total_seconds")],
            ["TensorBoard (the search's trials)",
-            f".venv/bin/tensorboard --logdir {(s.get('tuning') or {}).get('tensorboard')}"
-            if (s.get("tuning") or {}).get("tensorboard") else "no search"],
+            boards.get("TensorBoard (the search's trials)", "no search")],
            ["pushed", s.get("pushed_model_path") or "nothing"]]
   facts += [[f"hyperparameter {k}", v] for k, v in s["hyperparameters"].items()]
-  facts += [[f"SHA-256 (raw, decompressed bytes) of {k}", v]
+  facts += [[f"SHA-256 of {k} (the file, as sha256sum prints it)", v]
             for k, v in (s.get("data_sha256") or {}).items()]
   facts += [[f"version {k}", v] for k, v in _versions().items()]
-  facts += [[f"seconds {k}", f"{v} ({s['component_status'].get(k)})"]
-            for k, v in s.get("component_seconds", {}).items()]
+  facts += [[f"seconds {k}", component_time(s, k)]
+            for k in s.get("component_seconds", {})]
   sections = [
       f"<h1>mnist-tfx evaluation: {html.escape(s['model'])}</h1>",
       f'<p id="accuracy">Accuracy <b>{e.accuracy:.4f}</b> on {e.example_count} eval '

@@ -16,7 +16,7 @@ import dataclasses
 import datetime
 import json
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
@@ -28,6 +28,7 @@ Artifact = metadata_store_pb2.Artifact
 Execution = metadata_store_pb2.Execution
 _OUTPUT = (metadata_store_pb2.Event.OUTPUT,)
 _INPUT = (metadata_store_pb2.Event.INPUT,)
+_LAST_NODE = "ServingPusher"  # a run that got here ran every node
 
 
 class LineageError(LookupError):
@@ -118,12 +119,16 @@ def _trained(graph: _Graph, trainer: int) -> Dict[str, Any]:
   """The Trainer's hyperparameters as trained (the Tuner's best, if any)."""
   from results.summary import trained_hyperparameters  # pylint: disable=g-import-not-at-top
   config = _property(graph.executions[trainer], "custom_config") or {}
-  hp = dict(config.get("hyperparameters") or {})
+  from components.models import Hyperparameters  # pylint: disable=g-import-not-at-top
   run = graph.output(trainer, "model_run")
   trained = trained_hyperparameters(graph.artifacts[run].uri) if run else None
-  if trained is not None:
-    hp = trained.to_dict()
-  return {"hyperparameters": hp, "code": config.get("code")}
+  if trained is None:
+    try:
+      trained = Hyperparameters.from_dict(config.get("hyperparameters") or {})
+    except ValueError:  # another version's fields: shown as recorded
+      return {"hyperparameters": dict(config.get("hyperparameters") or {}),
+              "code": config.get("code")}
+  return {"hyperparameters": trained.resolved(), "code": config.get("code")}
 
 
 def _pushed_version(artifact: Artifact) -> Optional[int]:
@@ -136,22 +141,46 @@ def _pushed_version(artifact: Artifact) -> Optional[int]:
 
 def _changed(hp: Dict[str, Any]) -> Dict[str, Any]:
   """The hyperparameters that differ from the defaults."""
-  from components.models import Hyperparameters  # pylint: disable=g-import-not-at-top
-  defaults = Hyperparameters().to_dict()
+  from components.models import MODELS, Hyperparameters  # pylint: disable=g-import-not-at-top
+  model = hp.get("model")
+  defaults = Hyperparameters(**({"model": model} if model in MODELS else {})).resolved()
   return {k: v for k, v in hp.items() if defaults.get(k, object()) != v}
 
 
-def runs(store: Store) -> List[Dict[str, Any]]:
-  """Every run in the store, newest first."""
+def _status(by_node: Dict[str, Any], states: Dict[str, str],
+            dead: Callable[[int], bool]) -> Tuple[str, Optional[str]]:
+  """(status, the component it stopped in) of one run, from its executions.
+
+  `dead(execution_id)` says a RUNNING execution's process is gone: then the
+  run was interrupted there, not still running. A run whose last node never
+  ran, with nothing failed or running, stopped early: `incomplete`.
+  """
+  for wanted, status in (("failed", "failed"), ("canceled", "interrupted")):
+    stopped = [n for n, s in states.items() if s == wanted]
+    if stopped:
+      return status, stopped[0]
+  running = [n for n, s in states.items() if s == "running"]
+  if running:
+    gone = all(dead(by_node[n].id) for n in running)
+    return ("interrupted" if gone else "running"), running[0]
+  if by_node and _LAST_NODE not in by_node:
+    return "incomplete", list(by_node)[-1]
+  return "succeeded", None
+
+
+def runs(store: Store, dead: Callable[[int], bool] = lambda execution_id: False
+         ) -> List[Dict[str, Any]]:
+  """Every run in the store, newest first (`dead`: see `_status`)."""
   graph = _Graph(store)
   rows = []
   for run in graph.runs:
-    by_node = {graph.node[e.id]: e for e in store.get_executions_by_context(run.id)}
+    by_node = {graph.node[e.id]: e for e in sorted(
+        store.get_executions_by_context(run.id), key=lambda e: e.id)}
     states = {n: metadata.state_name(e.last_known_state) for n, e in by_node.items()}
+    status, stopped_in = _status(by_node, states, dead)
     row: Dict[str, Any] = {
         "run": run.name, "time": _time(run.create_time_since_epoch),
-        "status": ("failed" if any(s in ("failed", "canceled") for s in states.values())
-                   else "running" if "running" in states.values() else "succeeded"),
+        "status": status, "stopped_in": stopped_in,
         "model": None, "changed": {}, "tuned": "Tuner" in by_node,
         "accuracy": None, "blessed": None, "why": None, "pushed_version": None,
         "pushed_new": False}
@@ -263,8 +292,7 @@ def lineage(store: Store, version: Optional[int] = None) -> Dict[str, Any]:
   chain["examples"] = dict(
       graph.made(examples),
       input_base=_property(graph.executions[example_gen], "input_base"),
-      files={os.path.basename(info[kind]): info[f"{kind}_sha256"]
-             for info in files.values() for kind in ("images", "labels")},
+      files=metadata.data_files(files),
       counts={split: int(info["count"]) for split, info in files.items()})
   return chain
 
@@ -275,7 +303,8 @@ def render_runs(rows: List[Dict[str, Any]]) -> str:
   lines = []
   for r in rows:
     changed = ", ".join(f"{k}={v}" for k, v in r["changed"].items() if k != "model")
-    head = (f"{r['time']}  run {r['run']}  {r['status']}  model {r['model'] or '-'}"
+    status = r["status"] + (f" in {r['stopped_in']}" if r.get("stopped_in") else "")
+    head = (f"{r['time']}  run {r['run']}  {status}  model {r['model'] or '-'}"
             + (" (tuned)" if r["tuned"] else "") + (f" [{changed}]" if changed else ""))
     lines.append(head)
     if r["accuracy"] is not None:
@@ -309,6 +338,9 @@ def render_lineage(chain: Dict[str, Any]) -> str:
             f"{at(chain['transform_graph'])}",
             f"  examples:   {chain['examples']['counts']} from "
             f"{chain['examples']['input_base']}; {at(chain['examples'])}"]
-  lines += [f"    {name}  sha256 {digest}"
-            for name, digest in sorted(chain["examples"]["files"].items())]
+  for name, digest in sorted(chain["examples"]["files"].items()):
+    content = f"decompressed content sha256 {digest['content_sha256']}"
+    lines.append(f"    {name}  sha256 {digest['sha256']} (the file; {content})"
+                 if digest["sha256"] else
+                 f"    {name}  {content} (the file's own hash was not recorded)")
   return "\n".join(lines)

@@ -5,6 +5,7 @@ artifacts it points at come from here, not from parsing logs.
 """
 
 import dataclasses
+import os
 from typing import Any, Dict, List, Optional
 
 from google.protobuf import json_format
@@ -30,6 +31,35 @@ class NodeRun:
   state: str
   seconds: float
   outputs: Dict[str, List[metadata_store_pb2.Artifact]]
+  # For a cached node: the seconds of the execution that made its outputs.
+  made_seconds: Optional[float] = None
+
+
+def _seconds(execution: metadata_store_pb2.Execution) -> float:
+  return round((execution.last_update_time_since_epoch -
+                execution.create_time_since_epoch) / 1000.0, 2)
+
+
+def _made_seconds(store: metadata_store.MetadataStore,
+                  execution: metadata_store_pb2.Execution,
+                  artifacts: List[metadata_store_pb2.Artifact]) -> Optional[float]:
+  """How long the execution that first published `artifacts` took; for a
+  node without outputs, the node's last complete execution before this one."""
+  complete = metadata_store_pb2.Execution.COMPLETE
+  ids = [a.id for a in artifacts]
+  if ids:
+    producers = sorted({e.execution_id for e in store.get_events_by_artifact_ids(ids)
+                        if e.type == metadata_store_pb2.Event.OUTPUT})
+    made = [e for e in store.get_executions_by_id(producers)
+            if e.last_known_state == complete]
+  else:
+    node_type = store.get_context_type("node").id
+    nodes = [c for c in store.get_contexts_by_execution(execution.id)
+             if c.type_id == node_type]
+    made = [e for c in nodes for e in store.get_executions_by_context(c.id)
+            if e.last_known_state == complete and e.id < execution.id]
+    made = sorted(made, key=lambda e: e.id)[-1:]
+  return _seconds(min(made, key=lambda e: e.id)) if made else None
 
 
 def connection_config(uri: str,
@@ -80,6 +110,17 @@ def latest_run_id(store: metadata_store.MetadataStore) -> Optional[str]:
   return max(runs, key=lambda c: c.id).name if runs else None
 
 
+def run_of(store: metadata_store.MetadataStore,
+           execution_ids: List[int]) -> Optional[str]:
+  """The pipeline run that these executions (a run's own) belong to."""
+  run_type = store.get_context_type("pipeline_run").id
+  for execution_id in sorted(execution_ids, reverse=True):
+    for context in store.get_contexts_by_execution(execution_id):
+      if context.type_id == run_type:
+        return context.name
+  return None
+
+
 def read_run(store: metadata_store.MetadataStore,
              run_id: str) -> Dict[str, NodeRun]:
   """{node id: NodeRun} for the executions of pipeline run `run_id`."""
@@ -100,10 +141,11 @@ def read_run(store: metadata_store.MetadataStore,
           metadata_store_pb2.Event.PENDING_OUTPUT)):
         outputs.setdefault(event.path.steps[0].key, []).append(
             artifacts[event.artifact_id])
-    seconds = (execution.last_update_time_since_epoch -
-               execution.create_time_since_epoch) / 1000.0
-    nodes[node] = NodeRun(state_name(execution.last_known_state),
-                          round(seconds, 2), outputs)
+    state = state_name(execution.last_known_state)
+    made = (_made_seconds(store, execution,
+                          [a for arts in outputs.values() for a in arts])
+            if state == "cached" else None)
+    nodes[node] = NodeRun(state, _seconds(execution), outputs, made)
   return nodes
 
 
@@ -117,3 +159,17 @@ def custom_property(artifact: metadata_store_pb2.Artifact, name: str) -> Any:
     decoded = json_format.MessageToDict(value.struct_value)
     return decoded.get("__value__", decoded)
   return getattr(value, kind) if kind else None
+
+
+def data_files(idx_files: Dict[str, Any]) -> Dict[str, Dict[str, Optional[str]]]:
+  """{file name: {"sha256", "content_sha256"}} from an Examples artifact's
+  `idx_files`: the file as stored (what `sha256sum` prints; None where an
+  older run did not record it) and its decompressed IDX content."""
+  found = {}
+  for info in idx_files.values():
+    for kind in ("images", "labels"):
+      found[os.path.basename(info[kind])] = {
+          "sha256": info.get(f"{kind}_file_sha256"),
+          "content_sha256": info.get(f"{kind}_content_sha256",
+                                     info.get(f"{kind}_sha256"))}
+  return found

@@ -81,6 +81,7 @@ def plot_mistakes(p: Predictions, path: str, n: int = 20) -> str:
 
 def plot_training(history: Dict[str, Any], path: str) -> str:
   plt = _pyplot()
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
   epochs_data = history["epochs"]
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   for ax, metric in zip(axes, ("loss", "accuracy")):
@@ -89,6 +90,9 @@ def plot_training(history: Dict[str, Any], path: str) -> str:
         values = epochs_data[key]
         ax.plot(range(1, len(values) + 1), values, marker="o", label=label)
     ax.set_xlabel("epoch")
+    count = max((len(v) for v in epochs_data.values()), default=1)
+    ax.set_xlim(0.5, count + 0.5)  # whole epochs only, one alone included
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, min_n_ticks=1))
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} per epoch")
     ax.legend()

@@ -1,5 +1,6 @@
 """Configuration and the command line: defaults, overrides, early errors."""
 
+import argparse
 import json
 import os
 
@@ -67,3 +68,44 @@ def test_unknown_config_key_is_an_error(tmp_path):
   path.write_text(json.dumps({"epochs": 3}))
   with pytest.raises(ValueError, match="unknown config keys: epochs"):
     _config("--config", str(path))
+
+
+def _commands():
+  parser = cli.build_parser()
+  (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+  return sub.choices
+
+
+def test_every_argument_of_every_command_says_what_it_is_and_its_default():
+  missing = []
+  for name, parser in _commands().items():
+    for action in parser._actions:
+      if isinstance(action, argparse._HelpAction):
+        continue
+      flag = action.option_strings[0] if action.option_strings else action.dest
+      default = action.default
+      if not action.help:
+        missing.append(f"{name} {flag}: no help")
+      elif default not in (None, False) and str(default) not in action.help:
+        missing.append(f"{name} {flag}: help does not give the default {default!r}")
+  assert not missing, missing
+
+
+def test_each_command_shows_only_the_flags_it_uses():
+  flags = {name: {s for a in p._actions for s in a.option_strings}
+           for name, p in _commands().items()}
+  # A compiled pipeline has its orchestrator's store and no report.
+  assert not {"--metadata-path", "--metadata-uri", "--no-report"} & flags["compile"]
+  assert {"--metadata-path", "--metadata-uri", "--no-report"} <= flags["run"]
+  assert not {"--runner", "--image", "--output"} & flags["run"]
+  assert {"--data-dir", "--model", "--epochs", "--tune"} <= flags["compile"]
+
+
+def test_the_help_and_the_docs_say_the_same_of_sigmoid_scores():
+  (action,) = [a for a in _commands()["run"]._actions
+               if "--output-activation" in a.option_strings]
+  assert "softmax of the output layer's logits" in action.help
+  assert "normalised to sum to 1" not in action.help
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  with open(os.path.join(root, "docs", "design.md"), encoding="utf-8") as f:
+    assert "softmax of the output layer's logits" in f.read()

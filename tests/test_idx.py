@@ -169,3 +169,37 @@ def test_not_gzip_but_named_gz_reads_raw(tmp_path):
 
 def test_shard_ranges_cover_everything():
   assert list(idx.shard_ranges(25, 10)) == [(0, 10), (10, 20), (20, 25)]
+
+
+def test_the_files_own_sha256_is_what_sha256sum_prints(tmp_path):
+  import gzip
+  import hashlib
+  images_path, labels_path = _pair(tmp_path, compress=True)[:2]
+  pair = idx.check_pair(images_path, labels_path)
+  for path, file_hash, content_hash in (
+      (images_path, pair.images_file_sha256, pair.images_sha256),
+      (labels_path, pair.labels_file_sha256, pair.labels_sha256)):
+    with open(path, "rb") as f:
+      data = f.read()
+    assert file_hash == hashlib.sha256(data).hexdigest()
+    assert content_hash == hashlib.sha256(gzip.decompress(data)).hexdigest()
+
+
+def test_headers_that_disagree_fail_before_any_data_is_read(tmp_path, monkeypatch):
+  """Ten million images promised beside 2,000 labels: the headers say so."""
+  import struct
+  images_path = str(tmp_path / "train-images-idx3-ubyte.gz")
+  labels_path = str(tmp_path / "train-labels-idx1-ubyte.gz")
+  idx.write_labels(labels_path, np.zeros(2000, np.uint8), compress=True)
+  idx._write(images_path, struct.pack(">I3I", idx.IMAGES_MAGIC, 10_000_000, 28, 28),  # pylint: disable=protected-access
+             np.zeros((5, 28, 28), np.uint8), compress=True)
+  read = []
+  monkeypatch.setattr(idx, "_hash_rest", lambda *a: read.append(a) or ())
+  with pytest.raises(idx.IdxError, match="2000 labels but .* has 10000000 images"):
+    idx.check_pair(images_path, labels_path)
+  assert read == []  # no payload read
+  # Counts are compared before sizes.
+  idx._write(images_path, struct.pack(">I3I", idx.IMAGES_MAGIC, 10_000_000, 32, 32),  # pylint: disable=protected-access
+             np.zeros((5, 32, 32), np.uint8), compress=True)
+  with pytest.raises(idx.IdxError, match="2000 labels"):
+    idx.check_pair(images_path, labels_path)

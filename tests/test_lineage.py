@@ -1,6 +1,8 @@
 """Run history and lineage from ML Metadata, on two tiny runs in one output dir:
 the second is pushed with the first as its baseline."""
 
+import gzip
+import hashlib
 import json
 import os
 import subprocess
@@ -67,10 +69,34 @@ def test_lineage_links_are_the_real_artifacts(two_runs):
   assert chain["examples"]["artifact"] == _artifact_id(
       store, first["artifacts"]["IdxExampleGen.examples"])
   assert chain["examples"]["run"] == first["run_id"]
-  assert chain["examples"]["files"] == second["data_sha256"]
+  assert {n: d["sha256"] for n, d in chain["examples"]["files"].items()} == (
+      second["data_sha256"])
   assert chain["examples"]["counts"] == {"train": 300, "eval": 100}
   assert chain["transform_graph"]["run"] == first["run_id"]
   assert len(chain["transform_graph"]["code"]) == 16
+
+
+def test_the_data_hashes_are_the_files_and_the_hyperparameters_resolved(
+    two_runs, tiny_data_dir):
+  _, store, _, second = two_runs
+  chain = lineage.lineage(store)
+  on_disk = {}
+  for name in os.listdir(tiny_data_dir):
+    with open(os.path.join(tiny_data_dir, name), "rb") as f:
+      data = f.read()
+    on_disk[name] = (hashlib.sha256(data).hexdigest(),
+                     hashlib.sha256(gzip.decompress(data)).hexdigest())
+  assert {n: (d["sha256"], d["content_sha256"])
+          for n, d in chain["examples"]["files"].items()} == on_disk
+  assert second["data_sha256"] == {n: h for n, (h, _) in on_disk.items()}
+  text = lineage.render_lineage(chain)
+  for name, (file_hash, content_hash) in on_disk.items():
+    assert f"{name}  sha256 {file_hash} (the file; decompressed content sha256 " \
+        f"{content_hash})" in text
+  # What the model was built with, never null for a value it has.
+  assert chain["model"]["hyperparameters"]["hidden_units"] == [100]
+  assert second["hyperparameters"]["hidden_units"] == [100]
+  assert "null" not in json.dumps(chain["model"]["hyperparameters"])
 
 
 def test_lineage_of_an_older_version_and_of_one_never_pushed(two_runs):

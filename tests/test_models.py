@@ -82,3 +82,13 @@ def test_bad_hyperparameters(bad, match):
 def test_unknown_key_is_an_error():
   with pytest.raises(ValueError, match="unknown hyperparameters: epoch"):
     Hyperparameters.from_dict({"epoch": 3})
+
+
+def test_resolved_hyperparameters_name_the_layers_the_model_has():
+  from components.models import Hyperparameters  # pylint: disable=g-import-not-at-top
+  assert Hyperparameters().to_dict()["hidden_units"] is None  # the architecture's
+  assert Hyperparameters().resolved()["hidden_units"] == [100]
+  assert Hyperparameters(model="basic").resolved()["hidden_units"] == []
+  cnn = Hyperparameters(model="cnn").resolved()
+  assert cnn["hidden_units"] == [100] and cnn["conv_filters"] == [16, 32]
+  assert Hyperparameters(hidden_units=(256, 128)).resolved()["hidden_units"] == [256, 128]

@@ -118,3 +118,34 @@ def test_a_run_against_a_server_that_does_not_answer_says_so(tiny_data_dir, tmp_
     local_runner.run(config, tiny_data_dir, out=io.StringIO())
   assert failed.value.summary["status"] == "failed"
   assert failed.value.summary["error"] == summary.CANNOT_CONNECT
+
+
+def test_two_dirs_that_run_at_once_on_one_store_each_name_their_own_run(
+    server, tiny_data_dir, tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  outs = [str(tmp_path / name) for name in ("x", "y")]
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "mnist_tfx", "run", "--data-dir", tiny_data_dir,
+       "--output-dir", out, "--metadata-uri", server, "--epochs", "1",
+       "--seed", str(21 + seed), "--no-report"], cwd=root, stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=root))
+      for seed, out in enumerate(outs)]
+  for proc in procs:
+    assert proc.wait(900) == 0, proc.stderr.read()[-3000:]
+  summaries = []
+  for out in outs:
+    with open(os.path.join(out, "summary.json"), encoding="utf-8") as f:
+      summaries.append(json.load(f))
+  assert summaries[0]["run_id"] != summaries[1]["run_id"]
+  store = metadata.open_store(server)
+  for out, summary in zip(outs, summaries):
+    assert summary["status"] == "succeeded"
+    # Seeds no run used before: each Trainer trained here, in its own dir
+    # (the data steps may be reused from another dir's run: one store).
+    assert summary["component_status"]["Trainer"] == "complete"
+    assert summary["artifacts"]["Trainer.model"].startswith(out + "/")
+    nodes = metadata.read_run(store, summary["run_id"])
+    assert all(a.uri.startswith(out + "/") for n in nodes.values()
+               for arts in n.outputs.values() for a in arts if n.state == "complete")

@@ -97,7 +97,7 @@ def test_html_is_self_contained_and_holds_the_same_figures(generated, view):
   assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing fetched
   assert "Data validation" in page and "Anomalies: none" in page
   for fact in ("tensorflow-model-analysis",
-               "SHA-256 (raw, decompressed bytes) of train-images-idx3-ubyte.gz",
+               "SHA-256 of train-images-idx3-ubyte.gz (the file, as sha256sum prints it)",
                "seconds Trainer"):
     assert fact in page
 
@@ -158,3 +158,18 @@ def test_calibration_in_the_table_is_the_predictions_ece(generated, view):
   shown = float(re.search(r"Calibration: ECE (\S+)", generated[0]).group(1))
   assert shown == pytest.approx(ece, abs=5e-5)
   assert f"{view.calibration.ece:.4f}" in open(generated[1]["html"]).read()
+
+
+@pytest.mark.parametrize("epochs", [1, 3, 7])
+def test_the_training_plot_ticks_whole_epochs(tmp_path, monkeypatch, epochs):
+  from results import pictures  # pylint: disable=g-import-not-at-top
+  figures = []
+  monkeypatch.setattr(pictures, "_save", lambda fig, path: figures.append(fig) or path)
+  curve = list(np.linspace(1.0, 0.1, epochs))
+  pictures.plot_training({"epochs": {"loss": curve, "val_loss": curve,
+                                     "accuracy": curve, "val_accuracy": curve}},
+                         str(tmp_path / "training.png"))
+  for ax in figures[0].axes:
+    lo, hi = ax.get_xlim()
+    ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks

@@ -74,7 +74,8 @@ def _facts(**over):
           "eval_examples": 10000, "baseline_accuracy": None,
           "per_class_accuracy": {"0": 0.99}, "blessed": True, "blessing": "ok",
           "pushed_model_path": "/s/mnist/7", "pushed_new": True,
-          "component_seconds": {"Trainer": 1.0}, "component_status": {"Trainer": "cached"},
+          "component_seconds": {"Trainer": 0.1}, "component_status": {"Trainer": "cached"},
+          "component_seconds_made": {"Trainer": 12.5},
           "total_seconds": 2.0}
   base.update(over)
   return base
@@ -83,7 +84,7 @@ def _facts(**over):
 def test_render():
   text = summary.render(_facts())
   assert "Accuracy: 0.9800" in text and "Blessed: yes - ok" in text
-  assert "Pushed: /s/mnist/7" in text and "Trainer 1.0s (cached)" in text
+  assert "Pushed: /s/mnist/7" in text and "Trainer 12.5s (cached)" in text
   assert "Accuracy" not in summary.render(_facts(), with_evaluation=False)
   failed = _facts(status="failed", error="boom", failed_component="Evaluator")
   assert summary.render(failed).startswith("FAILED in Evaluator: boom")

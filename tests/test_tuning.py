@@ -209,6 +209,17 @@ def test_each_trial_has_tensorboard_scalars_per_epoch(tuned):
     assert steps == list(range(trial["epochs"])), (trial, steps)
 
 
+def test_tensorboard_shows_each_trial_as_the_report_says(tuned):
+  from results import report_text  # pylint: disable=g-import-not-at-top
+  from tests import tensorboard_check  # pylint: disable=g-import-not-at-top
+  _, first, _ = tuned
+  command = dict(report_text.tensorboard_commands(first))[
+      "TensorBoard (the search's trials)"]
+  tags = tensorboard_check.scalar_tags(command)
+  for trial in first["tuning"]["trials"]:
+    assert "epoch_accuracy" in tags[f"trial_{trial['trial_id']}/validation"], tags
+
+
 def test_trials_log_dir_only_where_tfx_puts_the_output(tmp_path):
   node = tmp_path / "Tuner"
   (node / tuning.TUNER_RESULTS / "8").mkdir(parents=True)
