@@ -10,6 +10,7 @@ another run; 130 interrupted (Ctrl-C or SIGTERM).
 """
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -23,7 +24,8 @@ from components.models import (ACTIVATIONS, DISTRIBUTIONS, LOSSES,
 from components.plain_data import ConfigError
 from mnist_tfx import console, defaults, interrupts, speedups
 from mnist_tfx.speedups.fast_exit import end_process
-from pipeline.configs import PipelineConfig, redact, with_overrides
+from pipeline.configs import (PASSWORD_ENV, PipelineConfig, read_password_file,
+                              redact, with_overrides)
 
 # argparse dest -> config key (hyperparameters.* go to the Trainer).
 _HP_FLAGS = ("model", "hidden_units", "activation", "output_activation", "optimizer",
@@ -74,6 +76,12 @@ def _number(kind, low, high):
 _port = _number(int, 0, 65535)
 
 
+def _bounded(parser, flag: str, kind, default, low, high, what: str) -> None:
+  """A number flag checked to [low, high], its range and default in its help."""
+  parser.add_argument(flag, default=default, type=_number(kind, low, high),
+                      help=f"{what}; {low}-{high} ({default})")
+
+
 def _add_config_args(p: argparse.ArgumentParser, local: bool = True) -> None:
   """The PipelineConfig flags; `local`: also those only a local run uses
   (its ML Metadata store and report), which a compiled pipeline leaves to
@@ -94,6 +102,7 @@ def _add_config_args(p: argparse.ArgumentParser, local: bool = True) -> None:
                    help="a shared ML Metadata store instead of the SQLite file: "
                    "mysql://USER[:PASSWORD]@HOST:PORT/DATABASE (MySQL or "
                    "MariaDB; default: none)")
+    _add_password_file(g)
   g.add_argument("--serving-dir", help="base folder of pushed models "
                  f"(default: <output-dir>/serving_model/{defaults.MODEL_NAME})")
   m = p.add_argument_group("model and training")
@@ -154,6 +163,13 @@ def _add_config_args(p: argparse.ArgumentParser, local: bool = True) -> None:
     x.add_argument("--no-report", action="store_true",
                    help="skip the evaluation report after the run (default: "
                    "write it)")
+
+
+def _add_password_file(p) -> None:
+  p.add_argument("--metadata-password-file", metavar="FILE",
+                 help="the --metadata-uri password, read from FILE (the password "
+                 "alone, or a MySQL option file with password= under [client]) "
+                 f"instead of the URI; default: ${PASSWORD_ENV}, MySQL's variable")
 
 
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:
@@ -386,7 +402,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                  batch_timeout_micros=args.batch_timeout_micros,
                  greedy_batching=not args.no_greedy_batching,
                  poll_seconds=args.poll_seconds,
-                 max_payload_bytes=args.max_payload_bytes)
+                 max_payload_bytes=args.max_payload_bytes,
+                 header_timeout=args.header_timeout_seconds,
+                 max_connections=args.max_connections,
+                 max_enqueued_batches=args.max_enqueued_batches)
   except server.BindError as e:
     print(f"mnist-tfx serve: {e}", file=sys.stderr)
     return EXIT_FAILED
@@ -486,7 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub_parser.add_argument("--metadata-path",
                             help="ML Metadata's SQLite file (default: in the output dir)")
     sub_parser.add_argument("--metadata-uri", dest="metadata_server", metavar="URI",
-                            help="a shared store: mysql://USER[:PASSWORD]@HOST:PORT/DB")
+                            help="a shared store: mysql://USER[:PASSWORD]@HOST:PORT/DB "
+                            "(default: none)")
+    _add_password_file(sub_parser)
     sub_parser.add_argument("--json", action="store_true", help="for machines")
     sub_parser.set_defaults(func=_cmd_history)
   serve = sub.add_parser("serve", parents=[common],
@@ -509,25 +530,32 @@ def build_parser() -> argparse.ArgumentParser:
                                   defaults.MAX_POLL_SECONDS),
                      help="how often to look for new versions "
                      f"({defaults.POLL_SECONDS})")
-  serve.add_argument("--max-payload-bytes", default=defaults.MAX_PAYLOAD_BYTES,
-                     type=_number(int, defaults.MIN_PAYLOAD_BYTES,
-                                  defaults.MAX_PAYLOAD_BYTES_LIMIT),
-                     help=f"largest request ({defaults.MAX_PAYLOAD_BYTES})")
+  bounded = functools.partial(_bounded, serve)
+  bounded("--max-payload-bytes", int, defaults.MAX_PAYLOAD_BYTES,
+          defaults.MIN_PAYLOAD_BYTES, defaults.MAX_PAYLOAD_BYTES_LIMIT,
+          "largest request, in bytes")
+  bounded("--header-timeout-seconds", float, defaults.HEADER_TIMEOUT_SECONDS,
+          defaults.MIN_HEADER_TIMEOUT_SECONDS, defaults.MAX_HEADER_TIMEOUT_SECONDS,
+          "a REST request's line and headers must arrive within this, else a "
+          "JSON 408 and the connection is closed")
+  bounded("--max-connections", int, defaults.MAX_CONNECTIONS, 1,
+          defaults.MAX_CONNECTIONS_LIMIT,
+          "open REST connections at once; one more gets a JSON 503 and is closed")
   serve.add_argument("--enable-batching", action="store_true",
                      help="TF Serving's timed batching for both APIs: wait up "
                      "to --batch-timeout-micros for a batch to fill")
   serve.add_argument("--no-greedy-batching", action="store_true",
                      help="turn off the default batching of both APIs, which "
                      "merges requests that arrive together, with no timer")
-  serve.add_argument("--max-batch-size", default=defaults.BATCH_SIZE,
-                     type=_number(int, 1, defaults.MAX_BATCH_SIZE_LIMIT),
-                     help="most rows one batched model call runs, 1-"
-                     f"{defaults.MAX_BATCH_SIZE_LIMIT} ({defaults.BATCH_SIZE})")
-  serve.add_argument("--batch-timeout-micros", default=defaults.BATCH_TIMEOUT_MICROS,
-                     type=_number(int, 0, defaults.MAX_BATCH_TIMEOUT_MICROS),
-                     help="with --enable-batching: how long a batch waits to "
-                     f"fill, 0-{defaults.MAX_BATCH_TIMEOUT_MICROS} "
-                     f"({defaults.BATCH_TIMEOUT_MICROS})")
+  bounded("--max-batch-size", int, defaults.BATCH_SIZE, 1,
+          defaults.MAX_BATCH_SIZE_LIMIT, "most rows one batched model call runs")
+  bounded("--max-enqueued-batches", int, defaults.MAX_ENQUEUED_BATCHES, 1,
+          defaults.MAX_ENQUEUED_BATCHES_LIMIT,
+          "with --enable-batching: full batches that may wait; a request past "
+          "them gets UNAVAILABLE (503) at once")
+  bounded("--batch-timeout-micros", int, defaults.BATCH_TIMEOUT_MICROS, 0,
+          defaults.MAX_BATCH_TIMEOUT_MICROS,
+          "with --enable-batching: how long a batch waits to fill")
   serve.set_defaults(func=_cmd_serve)
   predict = sub.add_parser("predict", parents=[common],
                            help="predict the digit in PNG/JPEG "
@@ -565,6 +593,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"mnist-tfx: {e}", file=sys.stderr)
     return EXIT_USAGE
   try:
+    if getattr(args, "metadata_password_file", None):
+      # Where MySQL's clients look, for this process and those it starts.
+      os.environ[PASSWORD_ENV] = read_password_file(args.metadata_password_file)
     return args.func(args)
   except ConfigError as e:  # bad configuration values
     print(f"mnist-tfx: {e}", file=sys.stderr)

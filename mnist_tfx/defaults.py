@@ -48,11 +48,27 @@ MAX_PAYLOAD_BYTES_LIMIT = 1 << 30  # gRPC lengths are int32; keep far below
 MAX_JSON_DEPTH = 32
 # A body must arrive within this; a client that stops sending is dropped.
 BODY_TIMEOUT_SECONDS = 10.0
+# A request's head (request line and headers) must arrive within this of
+# its first byte (or of the connection, when it sends nothing): a client
+# that trickles its headers holds a connection no longer.
+HEADER_TIMEOUT_SECONDS = 10.0  # --header-timeout-seconds
+MIN_HEADER_TIMEOUT_SECONDS = 0.1
+MAX_HEADER_TIMEOUT_SECONDS = 3600.0
+# `mnist-tfx predict` reads pictures up to this size (a phone photo is
+# 12-50 MP); a larger one, or a decompression bomb, is refused from its header.
+MAX_PICTURE_PIXELS = 64_000_000
+# Open REST connections at once; one more gets a JSON 503 and is closed.
+MAX_CONNECTIONS = 1024  # --max-connections
+MAX_CONNECTIONS_LIMIT = 65536
 # Values one request may hold, counted before anything is allocated. An
 # 8 MiB message of packed uint8 values holds at most 8 Mi of them.
 MAX_TENSOR_ELEMENTS = MAX_PAYLOAD_BYTES
 BATCH_SIZE = 32  # --max-batch-size
 BATCH_TIMEOUT_MICROS = 2000  # --batch-timeout-micros
+# Timed batching's queue: at most this many full batches wait; one request
+# more is refused with UNAVAILABLE (503) instead of waiting without bound.
+MAX_ENQUEUED_BATCHES = 100  # --max-enqueued-batches, TF Serving's name
+MAX_ENQUEUED_BATCHES_LIMIT = 100_000
 GREEDY_TURNS = 3  # event-loop turns a greedy batch gathers requests for
 # ... then more, until this many turns in a row bring no request ...
 GREEDY_QUIET_TURNS = 2

@@ -174,8 +174,45 @@ class PipelineConfig:
       raise ConfigError(f"--output-dir {self.local_dir}: {parent} is a file")
 
 
+# MySQL's clients take the password from this variable when none is given
+# (`--metadata-password-file` sets it for the processes a command starts).
+PASSWORD_ENV = "MYSQL_PWD"
+
+
+def read_password_file(path: str) -> str:
+  """The password in `path`: the file's one line, or the `password=` of the
+  [client] section of a MySQL option file (~/.my.cnf's form)."""
+  import configparser  # pylint: disable=g-import-not-at-top
+  try:
+    with open(path, encoding="utf-8") as f:
+      text = f.read()
+  except (OSError, UnicodeDecodeError) as e:
+    raise ConfigError(f"--metadata-password-file {path}: cannot read it "
+                      f"({getattr(e, 'strerror', None) or e})") from None
+  if text.lstrip().startswith("["):
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+      parser.read_string(text)
+      password = parser.get("client", "password")
+    except (configparser.Error, KeyError) as e:
+      raise ConfigError(f"--metadata-password-file {path}: a MySQL option file "
+                        "needs password=... in its [client] section "
+                        f"({type(e).__name__})") from None
+    return password.strip().strip("'\"")
+  lines = text.splitlines()
+  if len([l for l in lines if l.strip()]) != 1:
+    raise ConfigError(f"--metadata-password-file {path}: expected the password "
+                      "alone on one line (or a MySQL option file)")
+  return next(l for l in lines if l.strip()).rstrip("\r")
+
+
 def mysql_parts(uri: str) -> Dict[str, Any]:
-  """mysql://USER[:PASS]@HOST:PORT/DB -> host, port, database, user, password."""
+  """mysql://USER[:PASS]@HOST:PORT/DB -> host, port, database, user, password.
+
+  Without a password in the URI, the password is $MYSQL_PWD's (MySQL's own
+  convention; `--metadata-password-file` puts it there), so it need be in
+  no command line, config file or process list.
+  """
   from urllib.parse import unquote, urlsplit  # pylint: disable=g-import-not-at-top
   usage = "expected mysql://USER[:PASSWORD]@HOST:PORT/DATABASE"
   try:
@@ -187,15 +224,39 @@ def mysql_parts(uri: str) -> Dict[str, Any]:
   if (parts.scheme != "mysql" or not parts.hostname or not parts.username
       or not port or not database or "/" in database or parts.query):
     raise ConfigError(f"--metadata-uri {redact(uri)}: {usage}")
+  password = (unquote(parts.password) if parts.password is not None
+              else os.environ.get(PASSWORD_ENV, ""))
   return {"host": parts.hostname, "port": port, "database": database,
-          "user": unquote(parts.username),
-          "password": unquote(parts.password or "")}
+          "user": unquote(parts.username), "password": password}
+
+
+def secrets(config: "PipelineConfig") -> List[str]:
+  """The strings no file or message of a run may hold: the store's password
+  (as given and percent-encoded)."""
+  from urllib.parse import quote  # pylint: disable=g-import-not-at-top
+  if not config.metadata_server:
+    return []
+  password = mysql_parts(config.metadata_server)["password"]
+  return [p for p in {password, quote(password, safe="")} if p]
+
+
+def masked(value: Any, hidden: List[str]) -> Any:
+  """`value` (text, or JSON-like data) with every string in `hidden` as ***."""
+  if isinstance(value, str):
+    for secret in hidden:
+      value = value.replace(secret, "***")
+    return value
+  if isinstance(value, dict):
+    return {k: masked(v, hidden) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return type(value)(masked(v, hidden) for v in value)
+  return value
 
 
 def redact(uri: str) -> str:
-  """The URI without its password, for messages."""
+  """The URI (or any text holding URIs) without their passwords."""
   import re  # pylint: disable=g-import-not-at-top
-  return re.sub(r"(//[^:/@]*):[^@/]*@", r"\1:***@", uri)
+  return re.sub(r"(//[^:/@\s]*):[^@/\s]*@", r"\1:***@", uri)
 
 
 def _join(base: str, *parts: str) -> str:

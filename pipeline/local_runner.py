@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, TextIO
 
 from mnist_tfx import interrupts, speedups
 from mnist_tfx.speedups import gc_freeze
-from pipeline.configs import PipelineConfig
+from pipeline.configs import PipelineConfig, masked, secrets
 
 PROGRESS_LOGGER = "mnist_tfx"  # our components log progress here
 _RUNNING = "Component %s is running."
@@ -59,6 +59,22 @@ class ProgressHandler(logging.Handler):
     self._out.flush()
 
 
+class _Masking(logging.Filter):
+  """Every record as it would print, with the run's secrets as ***: TFX logs
+  its ML Metadata connection config, password included."""
+
+  def __init__(self, hidden: List[str]):
+    super().__init__()
+    self._hidden = hidden
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    text = record.getMessage()
+    clean = masked(text, self._hidden)
+    if clean != text:
+      record.msg, record.args = clean, ()
+    return True
+
+
 class _OursOnly(logging.Filter):
   """The console's stderr shows our own warnings; the rest is in the log.
 
@@ -71,14 +87,21 @@ class _OursOnly(logging.Filter):
             record.levelno >= logging.WARNING)
 
 
-def configure_logging(log_path: str, out: TextIO, start: float) -> Callable[[], None]:
-  """Routes logs (file: all, stdout: progress, stderr: errors); returns undo."""
+def configure_logging(log_path: str, out: TextIO, start: float,
+                      hidden: List[str] = ()) -> Callable[[], None]:
+  """Routes logs (file: all, stdout: progress, stderr: errors); returns undo.
+
+  The log file is the owner's alone (it may name database hosts and users),
+  and no handler writes a string of `hidden`.
+  """
   import absl.logging  # pylint: disable=g-import-not-at-top
   # TF's SavedModel code saves and restores absl's verbosity around its
   # work; with absl at WARNING the restore silences the runner's INFO lines.
   absl.logging.set_verbosity(absl.logging.INFO)
   logging.captureWarnings(True)
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
+  os.close(os.open(log_path, os.O_WRONLY | os.O_CREAT, 0o600))
+  os.chmod(log_path, 0o600)
   file_handler = logging.FileHandler(log_path, encoding="utf-8")
   file_handler.setFormatter(logging.Formatter(
       "%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -88,6 +111,9 @@ def configure_logging(log_path: str, out: TextIO, start: float) -> Callable[[], 
   root = logging.getLogger()
   previous = (root.level, list(root.handlers), absl.logging.get_verbosity())
   added = [file_handler, progress, errors]
+  if hidden:
+    for handler in added:
+      handler.addFilter(_Masking(list(hidden)))
   # Only ours: absl's handler (or one a library adds) would echo everything.
   root.handlers = list(added)
   root.setLevel(logging.INFO)
@@ -143,7 +169,6 @@ def metadata_connection(config: PipelineConfig):
 def specifics(config: PipelineConfig, data_dir: str):
   """What the local run puts into the DAG: SQLite ML Metadata, a resolver
   that skips the candidate (so a rerun is fully cached), our Beam args."""
-  from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
   from components import baseline  # pylint: disable=g-import-not-at-top
   from components.example_gen import fingerprint  # pylint: disable=g-import-not-at-top
   from pipeline.pipeline import RunnerSpecifics  # pylint: disable=g-import-not-at-top
@@ -168,12 +193,14 @@ def run(config: PipelineConfig, data_dir: str, out: TextIO = sys.stdout,
   start = time.monotonic()
   stamp = time.strftime("%Y%m%d-%H%M%S")
   log_path = os.path.join(config.local_dir, "logs", f"run-{stamp}.log")
+  hidden = secrets(config)
 
   def finish(status: str, error: Optional[BaseException] = None,
              read_metadata: bool = True) -> Dict[str, Any]:
-    result = summary.build(config, data_dir, time.monotonic() - start, error,
-                           log_path, status=status, read_metadata=read_metadata,
-                           own_executions=undo.executions)
+    result = masked(summary.build(config, data_dir, time.monotonic() - start,
+                                  error, log_path, status=status,
+                                  read_metadata=read_metadata,
+                                  own_executions=undo.executions), hidden)
     try:
       summary.write(result, config.summary_uri)
     except OSError as e:  # e.g. the disk is full: say so, keep the result
@@ -183,7 +210,7 @@ def run(config: PipelineConfig, data_dir: str, out: TextIO = sys.stdout,
     return result
 
   with workspace.exclusive(config):
-    undo = configure_logging(log_path, out, start)
+    undo = configure_logging(log_path, out, start, hidden)
     out.write(f"mnist-tfx: running the pipeline; full log: {log_path}\n")
     out.flush()
     error: Optional[BaseException] = None

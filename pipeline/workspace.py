@@ -27,7 +27,7 @@ import time
 from typing import Callable, Iterator, List, Optional
 
 from mnist_tfx import defaults
-from pipeline.configs import PipelineConfig
+from pipeline.configs import PipelineConfig, redact
 
 LOCK_FILE = ".mnist-tfx.lock"
 ORPHANS_DIR = "orphaned"  # <local_dir>/orphaned/<time>/<node>/<key>/<id>
@@ -59,7 +59,7 @@ def _holder(path: str) -> str:
 
 @contextlib.contextmanager
 def _flock(path: str, what: str) -> Iterator[None]:
-  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
   try:
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -67,10 +67,13 @@ def _flock(path: str, what: str) -> Iterator[None]:
       raise OutputDirBusy(
           f"{what} is in use by another mnist-tfx run ({_holder(path)}); "
           "wait for it to finish, or use another --output-dir") from None
+    # The command as it was given, passwords in URIs masked; the file is the
+    # owner's alone (it names hosts and users).
     info = {"pid": os.getpid(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            "command": " ".join(os.path.basename(a) if i == 0 else a
-                                for i, a in enumerate(sys.argv))}
+            "command": redact(" ".join(os.path.basename(a) if i == 0 else a
+                                       for i, a in enumerate(sys.argv)))}
+    os.fchmod(fd, 0o600)
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(info).encode(), 0)
     yield

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import os
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ml_metadata import metadata_store

@@ -24,13 +24,20 @@ Runner = Callable[[Any, Inputs], Dict[str, np.ndarray]]
 
 
 class Batcher:
+  """TF Serving's timed batching. Each queue holds at most
+  `max_enqueued_batches` full batches of requests (TF Serving's parameter of
+  that name); a request that finds it full is refused at once with
+  UNAVAILABLE (HTTP 503), not queued without bound."""
 
   def __init__(self, run: Runner, max_batch_size: int = 32,
-               timeout_micros: int = 2000):
-    if max_batch_size < 1 or timeout_micros < 0:
-      raise ValueError("max_batch_size must be >= 1 and timeout_micros >= 0")
+               timeout_micros: int = 2000,
+               max_enqueued_batches: int = defaults.MAX_ENQUEUED_BATCHES):
+    if max_batch_size < 1 or timeout_micros < 0 or max_enqueued_batches < 1:
+      raise ValueError("max_batch_size and max_enqueued_batches must be >= 1 "
+                       "and timeout_micros >= 0")
     self._run = run
     self.max_batch_size = max_batch_size
+    self.max_enqueued_batches = max_enqueued_batches
     self.timeout = timeout_micros / 1e6
     self._queues: Dict[Tuple, "queue.Queue"] = {}
     self._lock = threading.Lock()
@@ -46,11 +53,17 @@ class Batcher:
     with self._lock:
       q = self._queues.get(full_key)
       if q is None:
-        q = self._queues[full_key] = queue.Queue()
+        q = self._queues[full_key] = queue.Queue(
+            maxsize=self.max_enqueued_batches * self.max_batch_size)
         threading.Thread(target=self._work, args=(q,), daemon=True,
                          name=f"batcher-{len(self._queues)}").start()
     future: Future = Future()
-    q.put((fn, inputs, rows, future))
+    try:
+      q.put_nowait((fn, inputs, rows, future))
+    except queue.Full:
+      raise ServingError("UNAVAILABLE", "the server is overloaded: the batch "
+                         f"queue holds {self.max_enqueued_batches} batches "
+                         "already (--max-enqueued-batches); retry later") from None
     return future.result()
 
   def _count(self, fn: Any, inputs: Inputs, rows: int) -> Dict[str, np.ndarray]:

@@ -7,16 +7,20 @@ version is served; a list of versions can be pinned. A poller loads new
 versions in the background and swaps the serving set in one assignment, so a
 request in flight keeps the version it started with and none is dropped. A
 version that fails to load is reported with its error and the versions
-already serving stay.
+already serving stay; it is tried again once its files change (a version
+re-pushed or repaired in place), not only at the next start.
 """
 
 import dataclasses
 import logging
+import os
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from components.model_layout import versions
+
+_LOG = logging.getLogger(__name__)
 
 class ServingError(Exception):
   """An error with a TF Serving (gRPC) status code, e.g. NOT_FOUND."""
@@ -43,6 +47,22 @@ class VersionStatus:
   error_message: str = ""
 
 
+def files_stamp(path: str) -> Tuple:
+  """What a version's files are now (names, sizes, modification times): a
+  change tells a failed version to be tried again."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  found = []
+  for root, _, names in tf.io.gfile.walk(path):
+    for name in names:
+      file_path = os.path.join(root, name)
+      try:
+        stat = tf.io.gfile.stat(file_path)
+        found.append((file_path, stat.length, stat.mtime_nsec))
+      except Exception:  # pylint: disable=broad-except
+        found.append((file_path, None, None))  # vanished meanwhile
+  return tuple(sorted(found))
+
+
 def _load(path: str) -> Any:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return tf.saved_model.load(path)
@@ -61,12 +81,21 @@ class ModelStore:
     self._loader = loader
     self._serving: Dict[int, Servable] = {}  # replaced, never mutated
     self._status: Dict[int, VersionStatus] = {}
-    self._failed: Dict[int, str] = {}  # version -> error; not retried
+    # version -> (its error, its files then): retried when the files change
+    self._failed: Dict[int, Tuple[str, Tuple]] = {}
     self._lock = threading.Lock()  # one refresh at a time
     self._stop = threading.Event()
     self._thread: Optional[threading.Thread] = None
 
   # --- loading ---------------------------------------------------------------
+
+  def _retry_changed(self, present: Dict[int, str]) -> None:
+    """Forgets the failure of a version whose files changed since."""
+    for version in [v for v in self._failed if v in present]:
+      if files_stamp(present[version]) != self._failed[version][1]:
+        del self._failed[version]
+        _LOG.info("version %d of %s changed on disk: loading it again",
+                  version, self.name)
 
   def _wanted(self, present: Dict[int, str]) -> List[int]:
     loadable = [v for v in present if v not in self._failed]
@@ -79,10 +108,12 @@ class ModelStore:
 
     Latest policy: serve the newest version on disk that loads; if the
     newest fails, the one before it is tried, and a version already serving
-    stays until a newer one has loaded. A failed version is not retried.
+    stays until a newer one has loaded. A failed version is tried again
+    only once its files have changed.
     """
     with self._lock:
       present = versions(self.base_path)
+      self._retry_changed(present)
       serving = {v: s for v, s in self._serving.items() if v in present}
       # A failed load marks the version failed, so _wanted moves on to the
       # one before it: the loop ends when everything wanted is loaded.
@@ -98,7 +129,7 @@ class ModelStore:
                                       dict(model.signatures))
           self._status[version] = VersionStatus(version, "AVAILABLE")
         except Exception as e:  # pylint: disable=broad-except
-          self._failed[version] = str(e)
+          self._failed[version] = (str(e), files_stamp(present[version]))
           self._status[version] = VersionStatus(
               version, "END", "UNKNOWN", f"failed to load: {e}")
       if self._pinned is None and serving:

@@ -53,6 +53,11 @@ _METADATA = re.compile(r"/v1/models/([^/:]+)(?:/versions/(\d+))?/metadata", re.I
 _STATUS = re.compile(r"/v1/models(?:/([^/:]+))?(?:/versions/(\d+))?", re.I)
 
 
+# Methods that reach the handlers (which answer anything but GET and POST
+# with a JSON 405); HEAD is GET's.
+_ROUTED_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+
+
 def error(code: str, message: str) -> Response:
   return JSONResponse({"error": message}, status_code=HTTP_STATUS.get(code, 500))
 
@@ -281,10 +286,10 @@ class RestApi:
     # The timed batcher (--enable-batching) wins over the greedy one.
     self.greedy = greedy if batcher is None else None
     # Every other path and method goes to Starlette, so even a wrong one
-    # gets a JSON error; predictions take the direct ASGI path below.
+    # gets a JSON error; predictions take the direct ASGI path below, and a
+    # method Starlette does not route (TRACE, PROPFIND, ...) a JSON 405.
     self._starlette = Starlette(routes=[
-        Route("/{path:path}", self.dispatch, methods=[
-            "GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])])
+        Route("/{path:path}", self.dispatch, methods=list(_ROUTED_METHODS))])
 
   async def app(self, scope, receive, send) -> None:
     """The ASGI application.
@@ -305,6 +310,13 @@ class RestApi:
         headers.append((b"connection", b"close"))
       await send({"type": "http.response.start", "status": status,
                   "headers": headers})
+      await send({"type": "http.response.body", "body": body})
+      return
+    if scope["type"] == "http" and scope["method"] not in _ROUTED_METHODS:
+      body = orjson.dumps({"error": f"Method {scope['method']} not allowed"})
+      await send({"type": "http.response.start", "status": 405, "headers": [
+          (b"content-type", b"application/json"), (b"allow", b"GET, POST"),
+          (b"content-length", str(len(body)).encode())]})
       await send({"type": "http.response.body", "body": body})
       return
     await self._starlette(scope, receive, send)
@@ -491,8 +503,19 @@ def parse_json(raw: bytes) -> Any:
     raise ServingError("INVALID_ARGUMENT", f"JSON Parse error: {e}") from e
 
 
+_MAX_VERSION = (1 << 63) - 1  # TF Serving's versions are int64
+
+
 def _version(text: Optional[str]) -> Optional[int]:
-  return int(text) if text else None
+  """A version number from a path, bounded before it is converted (Python
+  refuses to convert digit strings past 4,300 digits, and TF Serving's are
+  int64)."""
+  if not text:
+    return None
+  if len(text) > len(str(_MAX_VERSION)) or int(text) > _MAX_VERSION:
+    raise ServingError("INVALID_ARGUMENT", f"version must be a number from 0 to "
+                       f"{_MAX_VERSION}, got {len(text)} digits")
+  return int(text)
 
 
 class Deadlines:

@@ -49,15 +49,22 @@ def bind(host: str, port: int) -> socket.socket:
   return sock
 
 
-def _uvicorn(api: RestApi):
+def _uvicorn(api: RestApi,
+             header_timeout: float = defaults.HEADER_TIMEOUT_SECONDS,
+             max_connections: int = defaults.MAX_CONNECTIONS):
   import uvicorn  # pylint: disable=g-import-not-at-top
+  from serving import http_edge  # pylint: disable=g-import-not-at-top
   # log_config=None: an embedded server must not reconfigure the process's
   # logging (uvicorn's dictConfig would bind handlers to today's stderr).
   # No proxy-header rewriting (nothing here reads the client address) and
-  # no `server` header: less work per response.
+  # no `server` header: less work per response. The HTTP protocol is
+  # uvicorn's httptools one with JSON refusals, a head deadline and a
+  # connection cap (serving.http_edge).
+  edge = http_edge.protocol(header_timeout, max_connections)
   return uvicorn.Server(uvicorn.Config(
       api.app, interface="asgi3", log_level="warning", access_log=False,
-      log_config=None, proxy_headers=False, server_header=False))
+      log_config=None, proxy_headers=False, server_header=False,
+      http=edge or "httptools"))
 
 
 class RestServer:
@@ -68,14 +75,16 @@ class RestServer:
                max_payload_bytes: int = defaults.MAX_PAYLOAD_BYTES,
                batcher: Optional[Batcher] = None,
                body_timeout: float = defaults.BODY_TIMEOUT_SECONDS,
-               greedy_batching: bool = True):
+               greedy_batching: bool = True,
+               header_timeout: float = defaults.HEADER_TIMEOUT_SECONDS,
+               max_connections: int = defaults.MAX_CONNECTIONS):
     from serving import service  # pylint: disable=g-import-not-at-top
     greedy = (GreedyBatcher(service.run_checked, defaults.BATCH_SIZE)
               if greedy_batching else None)
     self.api = RestApi(store, max_payload_bytes, batcher, body_timeout, greedy)
     self._socket = bind(host, port)
     self.port = self._socket.getsockname()[1]
-    self._server = _uvicorn(self.api)
+    self._server = _uvicorn(self.api, header_timeout, max_connections)
     self._thread: Optional[threading.Thread] = None
 
   def start(self) -> "RestServer":
@@ -102,7 +111,10 @@ def serve(base_path: str, name: str, host: str = DEFAULT_HOST,
           max_payload_bytes: int = defaults.MAX_PAYLOAD_BYTES,
           batching: bool = False, max_batch_size: int = defaults.BATCH_SIZE,
           batch_timeout_micros: int = defaults.BATCH_TIMEOUT_MICROS,
-          greedy_batching: bool = True) -> None:
+          greedy_batching: bool = True,
+          header_timeout: float = defaults.HEADER_TIMEOUT_SECONDS,
+          max_connections: int = defaults.MAX_CONNECTIONS,
+          max_enqueued_batches: int = defaults.MAX_ENQUEUED_BATCHES) -> None:
   """Serves until interrupted; raises BindError when a port cannot be had.
 
   `batching` is TF Serving's timed batching (both APIs); otherwise both
@@ -111,12 +123,13 @@ def serve(base_path: str, name: str, host: str = DEFAULT_HOST,
   """
   from serving import grpc_server, service  # pylint: disable=g-import-not-at-top
   rest_socket = bind(host, rest_port)
-  batcher = (Batcher(service.run_checked, max_batch_size, batch_timeout_micros)
-             if batching else None)
+  batcher = (Batcher(service.run_checked, max_batch_size, batch_timeout_micros,
+                     max_enqueued_batches) if batching else None)
   greedy = (GreedyBatcher(service.run_checked, max_batch_size)
             if greedy_batching and not batching else None)
   store = ModelStore(name, base_path, versions, poll_seconds, loader=service.load)
-  settings = Settings(name, base_path, host, max_payload_bytes)
+  settings = Settings(name, base_path, host, max_payload_bytes, header_timeout,
+                      max_connections)
   servers = Servers(store, rest_socket, grpc_port, batcher, greedy, settings)
   try:
     asyncio.Runner(loop_factory=grpc_server.new_loop).run(servers.run())
@@ -132,6 +145,8 @@ class Settings:
   base_path: str
   host: str = DEFAULT_HOST
   max_payload_bytes: int = defaults.MAX_PAYLOAD_BYTES
+  header_timeout: float = defaults.HEADER_TIMEOUT_SECONDS
+  max_connections: int = defaults.MAX_CONNECTIONS
 
 
 class Servers:
@@ -155,7 +170,8 @@ class Servers:
     self.grpc_port = grpc_port  # the bound port once started
     self.started = threading.Event()
     self._uvicorn = _uvicorn(RestApi(store, settings.max_payload_bytes, batcher,
-                                     greedy=greedy))
+                                     greedy=greedy),
+                             settings.header_timeout, settings.max_connections)
     self._stopping: Optional[asyncio.Event] = None  # wakes run() during a load
     self._loop: Optional[asyncio.AbstractEventLoop] = None
 

@@ -60,3 +60,15 @@ def serving(base: str, *flags: str, env: Dict[str, str] = None) -> Iterator[Serv
     proc.send_signal(signal.SIGTERM)
     code = proc.wait(60)
   assert code == 0, proc.stderr.read()[-2000:]
+
+
+def push_tiny_model(tft_output, root, name: str = "mnist"):
+  """An untrained model of the registry pushed under `root`/`name`:
+  (its base path, its version)."""
+  from components import pusher  # pylint: disable=g-import-not-at-top
+  from components.models import Hyperparameters, build_model  # pylint: disable=g-import-not-at-top
+  from components.trainer import export  # pylint: disable=g-import-not-at-top
+  model_dir = os.path.join(str(root), "model")
+  export.export(build_model(Hyperparameters(), 10), tft_output, model_dir)
+  base = os.path.join(str(root), name)
+  return base, int(os.path.basename(pusher.push(model_dir, base, {})))

@@ -68,3 +68,20 @@ def test_nothing_to_serve_yet(tmp_path):
   with pytest.raises(ServingError) as e:
     store.get("mnist")
   assert e.value.code == "UNAVAILABLE"  # a version exists but none loads
+
+
+def test_a_failed_version_is_tried_again_once_its_files_change(tmp_path):
+  _version(tmp_path, 1)
+  _version(tmp_path, 2, broken=True)
+  calls = []
+  store = ModelStore("mnist", str(tmp_path),
+                     loader=lambda path: calls.append(path) or _loader(path))
+  store.refresh()
+  assert store.get("mnist").version == 1
+  store.refresh()
+  store.refresh()
+  assert calls.count(str(tmp_path / "2")) == 1  # unchanged: not tried again
+  (tmp_path / "2" / "broken").unlink()  # repaired in place
+  store.refresh()
+  assert store.get("mnist").version == 2
+  assert {s.version: s.state for s in store.status("mnist")}[2] == "AVAILABLE"

@@ -149,3 +149,79 @@ def test_two_dirs_that_run_at_once_on_one_store_each_name_their_own_run(
     nodes = metadata.read_run(store, summary["run_id"])
     assert all(a.uri.startswith(out + "/") for n in nodes.values()
                for arts in n.outputs.values() for a in arts if n.state == "complete")
+
+
+def test_the_password_is_in_no_file_or_message_of_a_run(server, tiny_data_dir, tmp_path):
+  """The password from a file, never in the URI: then grep every file the run
+  wrote, its messages, the lock a second run reads and the database."""
+  import sys  # pylint: disable=g-import-not-at-top
+  from urllib.parse import quote  # pylint: disable=g-import-not-at-top
+  from tests.test_faults import Run  # pylint: disable=g-import-not-at-top
+  password = mysql_parts(server)["password"]
+  bare = server.replace(server.split("//", 1)[1].split("@", 1)[0], "mnist")
+  assert mysql_parts(bare)["user"] == "mnist" and ":" not in bare.split("@")[0][8:]
+  secret_file = tmp_path / "password"
+  secret_file.write_text(password + "\n")
+  out = str(tmp_path / "out")
+  run = Run(tiny_data_dir, out, "--metadata-uri", bare,
+            "--metadata-password-file", str(secret_file))
+  run.wait_for("Trainer ...")
+  # A second run meanwhile names the holder: its command, masked.
+  busy = subprocess.run([sys.executable, "-m", "mnist_tfx", "run", "--data-dir",
+                         tiny_data_dir, "--output-dir", out, "--metadata-uri", server],
+                        capture_output=True, text=True, timeout=300,
+                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        env=dict(os.environ, PYTHONPATH=os.path.dirname(
+                            os.path.dirname(os.path.abspath(__file__)))))
+  assert busy.returncode == 3 and "in use by another mnist-tfx run" in busy.stderr
+  assert run.finish() == 0, run.err
+  said = "\n".join(run.stdout + run.stderr) + busy.stdout + busy.stderr
+  hidden = {password, quote(password, safe="")}
+  assert not [h for h in hidden if h in said]
+  for top, _, names in os.walk(out):
+    for name in names:
+      path = os.path.join(top, name)
+      with open(path, "rb") as f:
+        data = f.read()
+      assert not [h for h in hidden if h.encode() in data], path
+  for name in (".mnist-tfx.lock", "summary.json"):
+    assert os.stat(os.path.join(out, name)).st_mode & 0o077 == 0 or name == "summary.json"
+  logs = os.listdir(os.path.join(out, "logs"))
+  assert logs and all(os.stat(os.path.join(out, "logs", n)).st_mode & 0o077 == 0
+                      for n in logs)
+  assert os.stat(os.path.join(out, ".mnist-tfx.lock")).st_mode & 0o077 == 0
+  dump_tool = shutil.which("mariadb-dump") or shutil.which("mysqldump")
+  if dump_tool:
+    parts = mysql_parts(server)
+    dump = subprocess.run([dump_tool, "--no-defaults", "-uroot", "-h127.0.0.1",
+                           f"-P{parts['port']}", "--protocol=tcp", parts["database"]],
+                          capture_output=True, timeout=120)
+    assert dump.returncode == 0, dump.stderr[-500:]
+    assert not [h for h in hidden if h.encode() in dump.stdout]
+
+
+@pytest.mark.parametrize("content,error", [
+    ("", "expected the password alone on one line"),
+    ("a\nb\n", "expected the password alone on one line"),
+    ("[client]\nuser=x\n", "needs password=... in its [client] section"),
+])
+def test_a_bad_password_file_is_a_usage_error(tmp_path, content, error):
+  import sys  # pylint: disable=g-import-not-at-top
+  path = tmp_path / "password"
+  path.write_text(content)
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run([sys.executable, "-m", "mnist_tfx", "runs", "--metadata-uri",
+                         "mysql://u@127.0.0.1:1/db", "--metadata-password-file",
+                         str(path)], capture_output=True, text=True, timeout=120,
+                        cwd=root, env=dict(os.environ, PYTHONPATH=root))
+  assert proc.returncode == 2 and error in proc.stderr, proc.stderr
+
+
+def test_the_password_file_may_be_a_mysql_option_file(tmp_path):
+  from pipeline.configs import read_password_file  # pylint: disable=g-import-not-at-top
+  path = tmp_path / "my.cnf"
+  path.write_text("[client]\nuser = mnist\npassword = \"s3cret:/@\"\n")
+  assert read_password_file(str(path)) == "s3cret:/@"
+  missing = tmp_path / "none"
+  with pytest.raises(ConfigError, match="cannot read it"):
+    read_password_file(str(missing))

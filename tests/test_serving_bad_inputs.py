@@ -23,7 +23,7 @@ from components.models import Hyperparameters, build_model
 from components.trainer import export
 from serving import grpc_server, server
 from serving.model_store import ModelStore
-from tests import bad_inputs, tiny_mnist
+from tests import bad_inputs
 
 NAME = bad_inputs.NAME
 LIMIT = 200_000  # bytes: the over-limit case goes past it

@@ -310,3 +310,45 @@ def test_grpc_timed_batching_merges_concurrent_calls(batched):
     assert 1 <= batcher.calls < len(images)
   finally:
     server.stop(0)
+
+
+def test_a_full_batch_queue_refuses_with_unavailable_under_a_burst():
+  import time  # pylint: disable=g-import-not-at-top
+  release = threading.Event()
+
+  def slow(fn, inputs):
+    del fn
+    release.wait(10)
+    return {"y": inputs["x"] * 2}
+
+  batcher = Batcher(slow, max_batch_size=2, timeout_micros=0, max_enqueued_batches=1)
+  outcomes = []
+
+  def call(i):
+    try:
+      outcomes.append(batcher(("v", "s"), None, {"x": np.full((1, 3), i, np.float32)}))
+    except ServingError as e:
+      outcomes.append(e)
+
+  threads = [threading.Thread(target=call, args=(i,)) for i in range(12)]
+  for t in threads:
+    t.start()
+    time.sleep(0.01)  # arrive one after another while the first batch runs
+  time.sleep(0.2)
+  release.set()
+  for t in threads:
+    t.join(10)
+  refused = [o for o in outcomes if isinstance(o, ServingError)]
+  served = [o for o in outcomes if not isinstance(o, ServingError)]
+  assert len(outcomes) == 12 and refused and served
+  assert all(e.code == "UNAVAILABLE" and "--max-enqueued-batches" in e.message
+             for e in refused)
+  # The first batch running plus a queue of one batch (2 rows): at most 4 waited.
+  assert len(served) <= 4
+  # After the burst, there is room again.
+  assert batcher(("v", "s"), None, {"x": np.ones((1, 3), np.float32)})["y"].sum() == 6
+
+
+def test_max_enqueued_batches_must_be_positive():
+  with pytest.raises(ValueError):
+    Batcher(lambda fn, inputs: inputs, max_enqueued_batches=0)

@@ -1,0 +1,101 @@
+"""The REST port's HTTP layer: uvicorn's httptools protocol with its edges closed.
+
+uvicorn answers what never reaches the app (a request it cannot parse: an
+unknown method, a URL or header past httptools' limits) with a plain-text
+400, holds a connection whose request head trickles in for as long as it
+trickles, and takes any number of connections. `protocol(...)` gives the
+protocol class uvicorn runs instead (`uvicorn.Config(http=...)`):
+- refusals are JSON, as every other answer of TF Serving's REST API;
+- a request's head (request line and headers) must arrive within
+  `header_timeout` seconds of its first byte, or of the connection when it
+  sends none; else a JSON 408 and the connection is closed;
+- past `max_connections` open connections, a new one gets a JSON 503
+  (UNAVAILABLE, TF Serving's status for it) and is closed at once.
+It relies on uvicorn's `HttpToolsProtocol` (checked on uvicorn 0.54): where
+that class lacks the methods it extends, uvicorn's own protocol runs, said
+once in the log.
+"""
+
+import logging
+from typing import Optional, Type
+
+import orjson
+
+_LOG = logging.getLogger(__name__)
+_EXTENDED = ("connection_made", "connection_lost", "on_message_begin",
+             "on_headers_complete", "send_400_response")
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 503: b"Service Unavailable"}
+
+
+def _response(status: int, message: str) -> bytes:
+  body = orjson.dumps({"error": message})
+  return b"".join([
+      b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status]),
+      b"content-type: application/json\r\n",
+      b"content-length: %d\r\n" % len(body), b"connection: close\r\n\r\n", body])
+
+
+def protocol(header_timeout: float, max_connections: int) -> Optional[Type]:
+  """The protocol class, or None where uvicorn's httptools one is not there
+  as expected (then uvicorn's default runs)."""
+  try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    _LOG.warning("REST edges: uvicorn's httptools protocol is missing (%s); "
+                 "uvicorn's own refusals and limits apply", e)
+    return None
+  if not all(callable(getattr(HttpToolsProtocol, m, None)) for m in _EXTENDED):
+    _LOG.warning("REST edges: this uvicorn's HttpToolsProtocol differs; "
+                 "uvicorn's own refusals and limits apply")
+    return None
+
+  class EdgeProtocol(HttpToolsProtocol):
+    """HttpToolsProtocol with JSON refusals, a head deadline and a cap."""
+
+    _head_timer = None
+
+    def connection_made(self, transport) -> None:
+      super().connection_made(transport)
+      if len(self.connections) > max_connections:
+        self._refuse(503, f"too many connections: this server takes at most "
+                     f"{max_connections} at once (--max-connections)")
+        return
+      self._arm()
+
+    def connection_lost(self, exc) -> None:
+      self._disarm()
+      super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+      super().on_message_begin()
+      self._arm()  # this request's head: from its first byte
+
+    def on_headers_complete(self) -> None:
+      self._disarm()
+      super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+      self._refuse(400, "malformed HTTP request: the request line or headers "
+                   "cannot be parsed (unknown method, or a URL or header too long)")
+
+    def _arm(self) -> None:
+      self._disarm()
+      self._head_timer = self.loop.call_later(header_timeout, self._head_late)
+
+    def _disarm(self) -> None:
+      if self._head_timer is not None:
+        self._head_timer.cancel()
+        self._head_timer = None
+
+    def _head_late(self) -> None:
+      self._head_timer = None
+      self._refuse(408, f"the request's headers did not arrive within "
+                   f"{header_timeout:g} s")
+
+    def _refuse(self, status: int, message: str) -> None:
+      self._disarm()
+      if not self.transport.is_closing():
+        self.transport.write(_response(status, message))
+        self.transport.close()
+
+  return EdgeProtocol
