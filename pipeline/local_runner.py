@@ -72,6 +72,9 @@ class _Masking(logging.Filter):
     clean = masked(text, self._hidden)
     if clean != text:
       record.msg, record.args = clean, ()
+    if record.exc_info and not record.exc_text:  # a traceback, masked once
+      record.exc_text = masked(logging.Formatter().formatException(record.exc_info),
+                               self._hidden)
     return True
 
 
