@@ -14,6 +14,7 @@ REST's do; large ones and timed-batched ones run in worker threads.
 
 import asyncio
 import functools
+import gc
 import logging
 import math
 import threading
@@ -266,6 +267,11 @@ async def start_async(store: ModelStore, host: str, port: int,
     bound_port = 0
   if not bound_port:
     await server.stop(None)
+    # Freed now, while threads still run: left to the interpreter's exit
+    # (held by this frame, which the error's traceback keeps), grpcio's
+    # last aio object joins its poller thread there and the exit hangs.
+    del server
+    gc.collect()
     raise BindError(f"cannot listen for gRPC on {host}:{port}: the port is in "
                     "use (another mnist-tfx serve?) or the address is not "
                     "this machine's")
