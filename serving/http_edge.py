@@ -94,16 +94,13 @@ def protocol(header_timeout: float, max_connections: int) -> Optional[Type]:
         self.transport.close()
 
   def _sweep(loop, connections) -> None:
-    now, watched = loop.time(), False
+    now = loop.time()
     for connection in list(connections):
       since = getattr(connection, "_head_since", None)
-      if since is None:
-        continue
-      watched = True
-      if now - since >= header_timeout:
+      if since is not None and now - since >= header_timeout:
         connection._refuse(408, f"the request's headers did not arrive within "  # pylint: disable=protected-access
                            f"{header_timeout:g} s")
-    if watched or connections:
+    if connections:  # armed while any connection is open
       sweepers[loop] = loop.call_later(interval, _sweep, loop, connections)
     else:
       del sweepers[loop]

@@ -29,13 +29,6 @@ def _still_running() -> bool:
              for t in threading.enumerate())
 
 
-def _switched_on() -> bool:
-  try:
-    return speedups.enabled()
-  except speedups.SwitchError:
-    return False  # the command said so already; exit as usual
-
-
 def end_process(code: Optional[Union[int, str]]) -> NoReturn:
   """Exits with `code` as `sys.exit(code)` would, minus the teardown."""
   if code is None:
@@ -44,7 +37,7 @@ def end_process(code: Optional[Union[int, str]]) -> NoReturn:
   if run_handlers is None:
     speedups.step_aside("fast_exit", "this Python has no atexit._run_exitfuncs")
   if (not isinstance(code, int) or isinstance(code, bool) or run_handlers is None
-      or not _switched_on()
+      or not speedups.allowed("fast_exit")
       or threading.current_thread() is not threading.main_thread()
       or _still_running()):
     sys.exit(code)  # a message to print, or something a normal exit waits for
