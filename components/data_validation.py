@@ -19,6 +19,7 @@ from components import features
 SCHEMA_FILE = "schema.pbtxt"
 ANOMALIES_FILE = "SchemaDiff.pb"
 STATS_FILE = "FeatureStats.pb"
+TRAINING, SERVING = "TRAINING", "SERVING"  # the schema's environments
 
 
 class DataAnomaliesError(RuntimeError):
@@ -47,6 +48,12 @@ def curate(schema):  # -> schema_pb2.Schema
   for feature in (image, label):
     feature.presence.min_fraction = 1.0
     feature.presence.min_count = 1
+  # Served requests carry the image only: the label is not expected there
+  # (what `mnist-tfx monitor` validates served inputs against).
+  del schema.default_environment[:]
+  schema.default_environment.extend([TRAINING, SERVING])
+  del label.not_in_environment[:]
+  label.not_in_environment.append(SERVING)
   return schema
 
 

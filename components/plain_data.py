@@ -21,6 +21,16 @@ class ConfigError(ValueError):
   """A configuration value is missing, misspelt or of the wrong type."""
 
 
+def read_text(path: str, error: Type[Exception], what: str) -> str:
+  """A config file's text, or `error` saying in one line why it cannot be read."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      return f.read()
+  except (OSError, UnicodeDecodeError) as e:
+    raise error(f"{what} {path}: cannot read it "
+                f"({getattr(e, 'strerror', None) or e})") from None
+
+
 def _describe(hint: Any) -> str:
   origin, args = typing.get_origin(hint), typing.get_args(hint)
   if origin is typing.Union:

@@ -31,6 +31,7 @@ from tfx import v1 as tfx
 from components.model_layout import SAVED_MODEL, versions
 
 SERVING_SUBDIR = "Format-Serving"  # where the Trainer writes the SavedModel
+STAMPED_MODEL = "stamped_model"  # the infra validator's copy, with warm-up
 PUSH_RECORD = os.path.join("assets.extra", "mnist_tfx_push.json")
 STAGING_PREFIX = ".staging-"
 PUSH_LOCK = ".push.lock"
@@ -62,12 +63,12 @@ def content_digest(model_dir: str) -> str:
 def find_pushed(base_dir: str, digest: str) -> Optional[str]:
   """The version directory already holding a model of this content, if any."""
   for _, path in sorted(versions(base_dir).items(), reverse=True):
-    if (_record(path).get("model_sha256") or content_digest(path)) == digest:
+    if (push_record(path).get("model_sha256") or content_digest(path)) == digest:
       return path
   return None
 
 
-def _record(version_dir: str) -> Dict[str, object]:
+def push_record(version_dir: str) -> Dict[str, object]:
   gfile = _gfile()
   path = os.path.join(version_dir, PUSH_RECORD)
   if not gfile.exists(path):
@@ -83,7 +84,7 @@ def _record(version_dir: str) -> Dict[str, object]:
 def find_by_model(base_dir: str, model_uri: str) -> Optional[str]:
   """The newest version whose push record names the Trainer artifact `model_uri`."""
   for _, path in sorted(versions(base_dir).items(), reverse=True):
-    if _record(path).get("model_uri") == model_uri:
+    if push_record(path).get("model_uri") == model_uri:
       return path
   return None
 
@@ -157,15 +158,22 @@ def ServingPusher(  # pylint: disable=invalid-name
     model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
     model_blessing: tfx.dsl.components.InputArtifact[
         tfx.types.standard_artifacts.ModelBlessing],
+    infra_blessing: tfx.dsl.components.InputArtifact[
+        tfx.types.standard_artifacts.InfraBlessing],
     pushed_model: tfx.dsl.components.OutputArtifact[
         tfx.types.standard_artifacts.PushedModel],
     serving_dir: tfx.dsl.components.Parameter[str],
 ) -> None:
-  """Pushes `model` to `serving_dir` if `model_blessing` blessed it."""
-  if model_blessing.get_int_custom_property("blessed") != 1:
+  """Pushes `model` to `serving_dir` if the Evaluator and the infra
+  validator both blessed it: the infra validator's copy, which holds the
+  warm-up requests (as TFX's Pusher takes an InfraBlessing's model)."""
+  if (model_blessing.get_int_custom_property("blessed") != 1 or
+      infra_blessing.get_int_custom_property("blessed") != 1):
     pushed_model.set_int_custom_property("pushed", 0)
     return
-  source = os.path.join(model.uri, SERVING_SUBDIR)
+  source = (os.path.join(infra_blessing.uri, STAMPED_MODEL)
+            if infra_blessing.get_int_custom_property("has_model") == 1
+            else os.path.join(model.uri, SERVING_SUBDIR))
   digest = content_digest(source)
   with push_lock(serving_dir):
     destination = find_pushed(serving_dir, digest)
@@ -173,7 +181,8 @@ def ServingPusher(  # pylint: disable=invalid-name
     if destination is None:
       destination = push(source, serving_dir, {
           "model_uri": model.uri, "model_id": model.id, "model_sha256": digest,
-          "blessing_uri": model_blessing.uri, "pushed_at": time.time()})
+          "blessing_uri": model_blessing.uri,
+          "infra_blessing_uri": infra_blessing.uri, "pushed_at": time.time()})
   pushed_model.set_int_custom_property("pushed", 1)
   pushed_model.set_string_custom_property("pushed_destination", destination)
   pushed_model.set_string_custom_property("model_sha256", digest)

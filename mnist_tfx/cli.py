@@ -6,7 +6,8 @@ typo fails in a fraction of a second, not after TensorFlow's import.
 Exit codes: 0 the command worked (for `run`: blessed or not, the summary
 says which); 1 it failed (bad data, anomalies, a component error, a full
 disk); 2 bad arguments or configuration; 3 the output dir is in use by
-another run; 130 interrupted (Ctrl-C or SIGTERM).
+another run; 4 `monitor` found the served data drifted or the served
+version stale; 130 interrupted (Ctrl-C or SIGTERM).
 """
 
 import argparse
@@ -33,6 +34,7 @@ _HP_FLAGS = ("model", "hidden_units", "activation", "output_activation", "optimi
              "seed", "distribution", "steps_per_execution")
 _SERVING_BASE = os.path.join(defaults.OUTPUT_DIR, "serving_model", defaults.MODEL_NAME)
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_DRIFTED = 4
 _CONFIG_FLAGS = ("data_dir", "output_dir", "pipeline_root", "metadata_path",
                  "metadata_server",
                  "serving_dir", "min_accuracy", "max_regression", "tune_trials",
@@ -395,8 +397,24 @@ def _cmd_serve(args: argparse.Namespace) -> int:
   # handlers cover the moments before it and after.
   signal.signal(signal.SIGTERM, _stop_serving)
   signal.signal(signal.SIGINT, _stop_serving)
+  from serving import model_config  # pylint: disable=g-import-not-at-top
+  from serving.model_store import ServingError  # pylint: disable=g-import-not-at-top
+  if args.model_config_file and (args.model_base_path or args.versions):
+    print("mnist-tfx serve: --model-config-file names the base path and the "
+          "versions; leave out --model-base-path and --versions", file=sys.stderr)
+    return EXIT_USAGE
+  request_log = None
+  if args.request_log:
+    if args.request_log_max_bytes < args.request_log_max_file_bytes:
+      print("mnist-tfx serve: --request-log-max-bytes must be at least "
+            "--request-log-max-file-bytes", file=sys.stderr)
+      return EXIT_USAGE
+    request_log = server.RequestLogSettings(
+        os.path.abspath(args.request_log), args.request_log_sampling,
+        args.request_log_max_file_bytes, args.request_log_max_bytes)
   try:
-    server.serve(base, args.model_name, host=args.host, rest_port=args.rest_port,
+    server.serve(None if args.model_config_file else base, args.model_name,
+                 host=args.host, rest_port=args.rest_port,
                  grpc_port=args.grpc_port, versions=args.versions,
                  batching=args.enable_batching, max_batch_size=args.max_batch_size,
                  batch_timeout_micros=args.batch_timeout_micros,
@@ -405,10 +423,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                  max_payload_bytes=args.max_payload_bytes,
                  header_timeout=args.header_timeout_seconds,
                  max_connections=args.max_connections,
-                 max_enqueued_batches=args.max_enqueued_batches)
+                 max_enqueued_batches=args.max_enqueued_batches,
+                 model_config_file=args.model_config_file,
+                 config_poll_seconds=args.model_config_file_poll_wait_seconds,
+                 request_log=request_log, warmup=not args.no_warmup)
   except server.BindError as e:
     print(f"mnist-tfx serve: {e}", file=sys.stderr)
     return EXIT_FAILED
+  except (model_config.ConfigFileError, ServingError) as e:
+    print(f"mnist-tfx serve: {getattr(e, 'message', None) or e}", file=sys.stderr)
+    return EXIT_USAGE
   except _Stopped:
     pass
   print("mnist-tfx serve: stopped", flush=True)
@@ -422,6 +446,110 @@ class _Stopped(Exception):
 def _stop_serving(signum, frame):
   del signum, frame
   raise _Stopped
+
+
+def _cmd_labels(args: argparse.Namespace) -> int:
+  """`promote` and `rollback`: move a label in the model config file, and
+  tell ML Metadata which model left service (the next run's baseline)."""
+  _quiet_tensorflow()
+  from serving import model_config  # pylint: disable=g-import-not-at-top
+  path = args.model_config_file or os.path.join(args.output_dir,
+                                                defaults.MODEL_CONFIG_FILE)
+  base = os.path.abspath(args.serving_dir or os.path.join(
+      args.output_dir, "serving_model", args.model_name))
+  try:
+    if args.command == "promote":
+      config, before = model_config.promote(path, args.version, args.label,
+                                            args.model_name, base)
+      left, now = before, args.version
+      print(f"{args.label} -> version {now}" + (
+          f" (was {before})" if before is not None else "") + f" in {path}")
+    else:
+      config, left, now = model_config.rollback(path, args.label)
+      print(f"{args.label} rolled back: version {left} -> {now} in {path}")
+  except model_config.ConfigFileError as e:
+    print(f"mnist-tfx {args.command}: {e}", file=sys.stderr)
+    return EXIT_FAILED
+  except OSError as e:
+    print(f"mnist-tfx {args.command}: cannot write {path}: {e.strerror}",
+          file=sys.stderr)
+    return EXIT_FAILED
+  print("Served versions: " + ", ".join(map(str, config.policy.versions)) +
+        "; labels: " + ", ".join(f"{k} -> {v}" for k, v in sorted(config.labels.items())))
+  _mark_models(args, config.base_path, rolled_back=left if
+               args.command == "rollback" else None, promoted=now)
+  return EXIT_OK
+
+
+def _mark_models(args, base_path: str, rolled_back: Optional[int],
+                 promoted: int) -> None:
+  """Marks the rolled-back version's model in ML Metadata (and clears the
+  promoted one's), so the next run's baseline is the model now served."""
+  from components import baseline, pusher  # pylint: disable=g-import-not-at-top
+  from results import metadata  # pylint: disable=g-import-not-at-top
+  try:
+    config = PipelineConfig(output_dir=args.output_dir,
+                            metadata_path=args.metadata_path)
+  except ConfigError:
+    return
+  if not config.metadata_exists:
+    print(f"(no ML Metadata store at {config.metadata_shown}: the next run's "
+          "baseline is not told)")
+    return
+  store = metadata.open_store(config.metadata_uri)
+  for version, mark in ((rolled_back, True), (promoted, False)):
+    if version is None:
+      continue
+    record = pusher.push_record(os.path.join(base_path, str(version)))
+    model_id = record.get("model_id")
+    if isinstance(model_id, int) and baseline.mark_rolled_back(store, model_id, mark):
+      if mark:
+        print(f"ML Metadata: model {model_id} (version {version}) marked rolled "
+              "back; the next run is compared with the model now stable")
+    elif mark:
+      print(f"(version {version} has no model in {config.metadata_shown}: the "
+            "next run's baseline is not told)")
+
+
+def _cmd_monitor(args: argparse.Namespace) -> int:
+  """Served requests vs the training data: 0 none, 4 anomalies, 1 no check."""
+  _quiet_tensorflow()
+  _quiet_tfma()
+  from results import metadata, monitor  # pylint: disable=g-import-not-at-top
+  try:
+    config = PipelineConfig(output_dir=args.output_dir,
+                            metadata_path=args.metadata_path)
+  except ConfigError as e:
+    print(f"mnist-tfx monitor: {e}", file=sys.stderr)
+    return EXIT_USAGE
+  if not config.metadata_exists:
+    print(f"mnist-tfx monitor: no ML Metadata store at {config.metadata_shown} "
+          "(run the pipeline first, or give --output-dir/--metadata-path)",
+          file=sys.stderr)
+    return EXIT_FAILED
+  serving_dir = os.path.abspath(args.serving_dir or os.path.join(
+      args.output_dir, "serving_model", defaults.MODEL_NAME))
+  try:
+    result = monitor.run(args.logs, metadata.open_store(config.metadata_uri),
+                         args.output_dir, serving_dir, args.max_age_days,
+                         pixel_jsd=args.max_pixel_jsd,
+                         class_linf=args.max_class_linf,
+                         min_requests=args.min_requests)
+  except (monitor.MonitorError, ValueError) as e:
+    print(f"mnist-tfx monitor: {e}", file=sys.stderr)
+    return EXIT_FAILED
+  if args.json:
+    print(json.dumps(result, indent=1))
+  else:
+    print(result["summary"])
+    for line in result["anomalies"]:
+      print(f"ANOMALY {line}")
+    print("No anomaly: the served data looks like the training data."
+          if not result["anomalies"] else
+          f"{len(result['anomalies'])} anomal{'y' if len(result['anomalies']) == 1 else 'ies'}")
+    print(f"Report: {result['report']} (ML Metadata execution "
+          f"{result['execution_id']})")
+  return EXIT_DRIFTED if result["anomalies"] else EXIT_OK
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -457,6 +585,17 @@ class _Parser(argparse.ArgumentParser):
   def error(self, message: str):
     self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} "
               "--help)\n")
+
+
+def _add_run_dirs(parser, output_why: str, serving_why: str) -> None:
+  """--output-dir, --metadata-path and --serving-dir of a command that reads
+  a run's store and its pushed versions."""
+  parser.add_argument("--output-dir", default=defaults.OUTPUT_DIR,
+                      help=f"the runs' output dir: {output_why} ({defaults.OUTPUT_DIR})")
+  parser.add_argument("--metadata-path",
+                      help="ML Metadata's SQLite file (default: in the output dir)")
+  parser.add_argument("--serving-dir", help=f"base folder of pushed models, "
+                      f"{serving_why} (default: <output-dir>/serving_model/NAME)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -556,7 +695,71 @@ def build_parser() -> argparse.ArgumentParser:
   bounded("--batch-timeout-micros", int, defaults.BATCH_TIMEOUT_MICROS, 0,
           defaults.MAX_BATCH_TIMEOUT_MICROS,
           "with --enable-batching: how long a batch waits to fill")
+  serve.add_argument("--no-warmup", action="store_true",
+                     help="load versions without replaying their "
+                     "assets.extra/tf_serving_warmup_requests (default: replay "
+                     "them before a version is AVAILABLE)")
+  serve.add_argument("--model-config-file", metavar="FILE",
+                     help="TF Serving's ModelServerConfig (text format): the "
+                     "model's name, base path, version policy and labels; "
+                     "re-read when it changes (default: none; `promote` writes "
+                     f"{defaults.OUTPUT_DIR}/{defaults.MODEL_CONFIG_FILE})")
+  serve.add_argument("--model-config-file-poll-wait-seconds",
+                     default=defaults.CONFIG_POLL_SECONDS,
+                     type=_number(float, defaults.MIN_POLL_SECONDS,
+                                  defaults.MAX_POLL_SECONDS),
+                     help="how often the config file is read for changes "
+                     f"({defaults.CONFIG_POLL_SECONDS})")
+  serve.add_argument("--request-log", metavar="DIR",
+                     help="keep sampled requests and responses as "
+                     "tensorflow.serving.PredictionLog TFRecords in DIR "
+                     "(default: none)")
+  bounded("--request-log-sampling", float, defaults.REQUEST_LOG_SAMPLING, 0.0, 1.0,
+          "with --request-log: the share of answered predict requests kept")
+  bounded("--request-log-max-file-bytes", int, defaults.REQUEST_LOG_FILE_BYTES,
+          defaults.MIN_REQUEST_LOG_FILE_BYTES, 1 << 40,
+          "with --request-log: a log file is closed and a new one started at this size")
+  bounded("--request-log-max-bytes", int, defaults.REQUEST_LOG_TOTAL_BYTES,
+          defaults.MIN_REQUEST_LOG_FILE_BYTES, 1 << 50,
+          "with --request-log: the oldest files are deleted past this total")
   serve.set_defaults(func=_cmd_serve)
+  for name, text in (
+      ("promote", "point a version label (stable, canary) at a pushed version "
+       "in the model config file"),
+      ("rollback", "move a label back to the version it held before")):
+    labels = sub.add_parser(name, parents=[common], help=text)
+    if name == "promote":
+      labels.add_argument("version", type=int, help="a pushed version (no default)")
+    labels.add_argument("--label", default="stable",
+                        help="the version label to move (stable)")
+    labels.add_argument("--model-config-file", metavar="FILE",
+                        help="the file `serve --model-config-file` reads (default: "
+                        f"<output-dir>/{defaults.MODEL_CONFIG_FILE}; created by the "
+                        "first promote)")
+    _add_run_dirs(labels, "whose ML Metadata store learns of a rollback",
+                  "for a new config file")
+    labels.add_argument("--model-name", default=defaults.MODEL_NAME,
+                        help=f"the model's name in a new config file ({defaults.MODEL_NAME})")
+    labels.set_defaults(func=_cmd_labels)
+  mon = sub.add_parser("monitor", parents=[common],
+                       help="compare served requests (PredictionLog files) with "
+                       "the training data: drift, skew, staleness")
+  mon.add_argument("logs", nargs="+", metavar="LOG",
+                   help="request log dirs (serve --request-log) or PredictionLog "
+                   "TFRecord files (no default)")
+  _add_run_dirs(mon, "its ML Metadata store, and where monitor/monitor.html goes",
+                "for the served version's age")
+  mon_bounded = functools.partial(_bounded, mon)
+  mon_bounded("--max-age-days", float, defaults.MAX_AGE_DAYS, 0.0, 1e6,
+              "the served version may be this old")
+  mon_bounded("--max-pixel-jsd", float, defaults.MONITOR_PIXEL_JSD, 0.0, 1.0,
+              "Jensen-Shannon divergence of served vs training pixel values")
+  mon_bounded("--max-class-linf", float, defaults.MONITOR_CLASS_LINF, 0.0, 1.0,
+              "L-infinity distance of predicted-class vs training-label shares")
+  mon_bounded("--min-requests", int, defaults.MONITOR_MIN_REQUESTS, 1, 1 << 40,
+              "served images needed for a comparison")
+  mon.add_argument("--json", action="store_true", help="for machines")
+  mon.set_defaults(func=_cmd_monitor)
   predict = sub.add_parser("predict", parents=[common],
                            help="predict the digit in PNG/JPEG "
                            "files (via REST, gRPC, or the SavedModel)")

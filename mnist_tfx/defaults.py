@@ -82,3 +82,23 @@ INLINE_MAX_BYTES = 64 * 1024
 WORKER_THREADS = 16
 MAX_BATCH_SIZE_LIMIT = 4096
 MAX_BATCH_TIMEOUT_MICROS = 1_000_000
+# TF Serving's --model_config_file_poll_wait_seconds: how often the model
+# config file is read for changes (promote, rollback, an edit).
+CONFIG_POLL_SECONDS = 2.0
+# --request-log: the share of answered predict requests kept (TF Serving's
+# sampling_rate), the size a file rotates at, and the cap on the whole log.
+REQUEST_LOG_SAMPLING = 0.01
+REQUEST_LOG_FILE_BYTES = 64 * 1024 * 1024
+REQUEST_LOG_TOTAL_BYTES = 1024 * 1024 * 1024
+MIN_REQUEST_LOG_FILE_BYTES = 4096
+# The model config file `promote` and `rollback` edit, and where serving
+# with labels reads it (make serve passes it when it exists).
+MODEL_CONFIG_FILE = "models.config"  # in the output dir
+# `mnist-tfx monitor`: requests needed before a comparison means anything,
+# and the drift bounds (TFDV's comparators: Jensen-Shannon divergence of the
+# pixel values, L-infinity distance of the predicted-class shares against
+# the training labels').
+MONITOR_MIN_REQUESTS = 50
+MONITOR_PIXEL_JSD = 0.1
+MONITOR_CLASS_LINF = 0.25
+MAX_AGE_DAYS = 30.0  # --max-age-days: the served version's age that fails monitor

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 
 from components import tuning
 from components.models import Hyperparameters
-from components.plain_data import ConfigError, strict_from_dict
+from components.plain_data import ConfigError, read_text, strict_from_dict
 from mnist_tfx import defaults
 
 RUNNERS = ("local", "kubeflow_v2")
@@ -183,12 +183,7 @@ def read_password_file(path: str) -> str:
   """The password in `path`: the file's one line, or the `password=` of the
   [client] section of a MySQL option file (~/.my.cnf's form)."""
   import configparser  # pylint: disable=g-import-not-at-top
-  try:
-    with open(path, encoding="utf-8") as f:
-      text = f.read()
-  except (OSError, UnicodeDecodeError) as e:
-    raise ConfigError(f"--metadata-password-file {path}: cannot read it "
-                      f"({getattr(e, 'strerror', None) or e})") from None
+  text = read_text(path, ConfigError, "--metadata-password-file")
   if text.lstrip().startswith("["):
     parser = configparser.ConfigParser(interpolation=None)
     try:

@@ -1,7 +1,8 @@
 """The mnist-tfx DAG, shared by every runner.
 
 ExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> (gate) ->
-Transform -> [HoldOutValidation -> Tuner, with --tune] -> Trainer -> Evaluator (vs. the last blessed model) -> Pusher.
+Transform -> [HoldOutValidation -> Tuner, with --tune] -> Trainer -> Evaluator
+(vs. the last blessed model) -> ServingInfraValidator -> Pusher.
 
 Nothing here depends on the runner: what differs between running locally
 and compiling for Kubeflow (the baseline resolver, ML Metadata, Beam
@@ -23,6 +24,7 @@ from components import baseline, evaluation, features
 from components.data_validation import AnomaliesGate, CuratedSchemaGen
 from components.example_gen import IdxExampleGen
 from components.holdout import HoldOutValidation
+from components.infra_validator import ServingInfraValidator
 from components.pusher import ServingPusher
 from pipeline.configs import PipelineConfig
 
@@ -181,13 +183,24 @@ def create_pipeline(config: PipelineConfig, data_dir: Union[str, Any],
       eval_config=evaluation.eval_config(config.effective_min_accuracy,
                                          config.max_regression))
 
-  # Blessed models only, into TF Serving's <base>/<version>/ layout.
+  # The blessed candidate on the real server (`mnist-tfx serve`, its own
+  # process): loads, warms, and answers REST and gRPC as the SavedModel does.
+  infra_validator = ServingInfraValidator(
+      model=trainer.outputs["model"], examples=examples,
+      model_blessing=evaluator.outputs["blessing"],
+      model_name=config.serving_model_name,
+      code=code_fingerprint("components.infra_validator"))
+
+  # Models both blessed, with their warm-up requests, into TF Serving's
+  # <base>/<version>/ layout.
   pusher = ServingPusher(model=trainer.outputs["model"],
                          model_blessing=evaluator.outputs["blessing"],
+                         infra_blessing=infra_validator.outputs["blessing"],
                          serving_dir=config.serving_base_uri)
 
   return _pipeline(
-      config, nodes + searched + [trainer, model_resolver, evaluator, pusher],
+      config, nodes + searched + [trainer, model_resolver, evaluator,
+                                  infra_validator, pusher],
       runner)
 
 

@@ -127,6 +127,7 @@ def build(config: PipelineConfig, data_dir: str, total_seconds: float,
       "baseline_accuracy": None,
       "blessed": False, "blessing": None,
       "pushed_model_path": None, "pushed_version": None, "pushed_new": False,
+      "infra_blessed": None, "infra_reason": None,
       "component_seconds": {}, "component_status": {},
       "total_seconds": round(total_seconds, 1),
       "train_examples": None, "eval_examples": None,
@@ -192,6 +193,10 @@ def build(config: PipelineConfig, data_dir: str, total_seconds: float,
   if tuner_results is not None:
     summary["tuning"] = _tuning(config, tuner_results.uri, nodes)
 
+  infra = _first(nodes, "ServingInfraValidator", "blessing")
+  if infra is not None:
+    summary["infra_blessed"] = metadata.custom_property(infra, "blessed") == 1
+    summary["infra_reason"] = metadata.custom_property(infra, "reason")
   pushed = _first(nodes, "ServingPusher", "pushed_model")
   model = _first(nodes, "Trainer", "model")
   if pushed is None and model is not None:
@@ -354,13 +359,18 @@ def render(summary: Dict[str, Any], with_status: bool = True,
         f"{k}: {v:.3f}" for k, v in summary["per_class_accuracy"].items()))
     lines.append(f"Blessed: {'yes' if summary['blessed'] else 'no'} - "
                  f"{summary['blessing']}")
+  if summary.get("infra_blessed"):
+    lines.append(f"Served before the push: {summary['infra_reason']}")
   if summary["pushed_model_path"]:
     lines.append(f"Pushed: {summary['pushed_model_path']}" + (
         " (ML Metadata could not record the push)"
         if summary.get("pushed_unrecorded") else "" if summary["pushed_new"]
         else " (this model was already there: nothing new pushed)"))
   elif summary["status"] == "succeeded":
-    lines.append("Pushed: nothing (the model was not blessed)")
+    lines.append("Pushed: nothing (" + (
+        f"the server refused it: {summary.get('infra_reason')}"
+        if summary["blessed"] and summary.get("infra_blessed") is False
+        else "the model was not blessed") + ")")
   times = ", ".join(f"{n} {component_time(summary, n)}"
                     for n in summary["component_seconds"])
   lines.append(f"Time: {summary['total_seconds']:.1f}s total" +

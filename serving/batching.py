@@ -43,6 +43,7 @@ class Batcher:
     self._lock = threading.Lock()
     self.calls = 0  # model calls made; with `rows`, what batching achieved
     self.rows = 0
+    self.on_batch: Optional[Callable[[int], None]] = None  # rows of each call (metrics)
 
   def __call__(self, key: Tuple, fn: Any, inputs: Inputs) -> Dict[str, np.ndarray]:
     rows = len(next(iter(inputs.values())))
@@ -70,6 +71,8 @@ class Batcher:
     with self._lock:  # callers' and workers' threads both count
       self.calls += 1
       self.rows += rows
+    if self.on_batch is not None:
+      self.on_batch(rows)
     return self._run(fn, inputs)
 
   def _work(self, q: "queue.Queue") -> None:
@@ -176,6 +179,7 @@ class GreedyBatcher:
     self._pending: Dict[Tuple, List[Tuple]] = {}
     self.calls = 0
     self.rows = 0
+    self.on_batch: Optional[Callable[[int], None]] = None  # rows of each call (metrics)
 
   async def __call__(self, key: Tuple, fn: Any, inputs: Inputs) -> Dict[str, np.ndarray]:
     rows = len(next(iter(inputs.values())))
@@ -206,6 +210,8 @@ class GreedyBatcher:
   def _count(self, fn: Any, inputs: Inputs, rows: int) -> Dict[str, np.ndarray]:
     self.calls += 1
     self.rows += rows
+    if self.on_batch is not None:
+      self.on_batch(rows)
     return self._run(fn, inputs)
 
   def _drain(self, key: Tuple) -> None:

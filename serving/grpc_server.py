@@ -18,8 +18,9 @@ import gc
 import logging
 import math
 import threading
+import time
 from concurrent import futures
-from typing import Optional
+from typing import Optional, Tuple
 
 import grpc
 import numpy as np
@@ -41,16 +42,31 @@ _STATES = {"LOADING": 20, "AVAILABLE": 30, "END": 50}  # ModelVersionStatus.Stat
 _LOG = logging.getLogger(__name__)
 
 
-def _version(model_spec) -> Optional[int]:
-  return model_spec.version.value if model_spec.HasField("version") else None
+def _version(model_spec) -> Tuple[Optional[int], Optional[str]]:
+  """(version, label) of a ModelSpec (its version_choice oneof)."""
+  choice = model_spec.WhichOneof("version_choice")
+  if choice == "version":
+    return model_spec.version.value, None
+  if choice == "version_label":
+    return None, model_spec.version_label or None
+  return None, None
 
 
 def _guarded(method):
-  """ServingError -> its status code; any other error -> INTERNAL, logged once."""
+  """ServingError -> its status code; any other error -> INTERNAL, logged once.
+
+  Each call is counted in the metrics as TF Serving counts it (model name,
+  status code; latency of the successful ones).
+  """
+  api = method.__name__
+
   @functools.wraps(method)
   async def wrapper(self, request, context):
+    started = time.perf_counter()
     try:
-      return await method(self, request, context)
+      response = await method(self, request, context)
+      self._record(request, api, "OK", started)
+      return response
     except ServingError as e:
       code = getattr(grpc.StatusCode, e.code, grpc.StatusCode.UNKNOWN)
       message = e.message
@@ -58,8 +74,18 @@ def _guarded(method):
       _LOG.error("internal error in %s: %r", method.__name__, e)
       code = grpc.StatusCode.INTERNAL
       message = f"internal error: {type(e).__name__}"
+    self._record(request, api, code.name, started)
     await context.abort(code, message)
   return wrapper
+
+
+class _Recorded:
+  """A servicer whose calls `_guarded` counts in `metrics` (if any)."""
+  metrics = None
+
+  def _record(self, request, api: str, status: str, started: float) -> None:
+    if self.metrics is not None:
+      self.metrics.request(request.model_spec.name, api, "GRPC", status, started)
 
 
 # TensorProto's repeated field for each dtype (tensor.proto).
@@ -152,12 +178,16 @@ def to_proto(array: np.ndarray, proto) -> None:
   proto.tensor_content = array.tobytes()  # C order, contiguous or not
 
 
-class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+class PredictionService(_Recorded,
+                        prediction_service_pb2_grpc.PredictionServiceServicer):
 
   def __init__(self, store: ModelStore, batcher: Optional[Batcher] = None,
                max_elements: int = defaults.MAX_TENSOR_ELEMENTS,
-               greedy: Optional[GreedyBatcher] = None):
+               greedy: Optional[GreedyBatcher] = None, metrics=None,
+               request_log=None):
     self.store = store
+    self.metrics = metrics
+    self.request_log = request_log
     self.batcher = batcher
     self.max_elements = max_elements
     # The timed batcher (--enable-batching) wins over the greedy one.
@@ -178,11 +208,15 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
       # batch), run in a thread: the event loop keeps serving others.
       outputs = await asyncio.get_running_loop().run_in_executor(
           None, service.run, self.batcher, servable, signature, fn, inputs)
-    return self._response(request, servable, signature, outputs)
+    response = self._response(request, servable, signature, outputs)
+    if self.request_log is not None:
+      self.request_log.offer(request.model_spec.name, servable.version, signature,
+                             inputs, outputs)
+    return response
 
   def _inputs(self, request):
     """(servable, signature name, its function, inputs as numpy arrays)."""
-    servable = self.store.get(request.model_spec.name, _version(request.model_spec))
+    servable = self.store.get(request.model_spec.name, *_version(request.model_spec))
     signature = request.model_spec.signature_name or features.SERVING_SIGNATURE
     fn, specs = service.input_specs(servable, signature)
     if set(request.inputs) != set(specs):
@@ -216,7 +250,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     if list(request.metadata_field) != ["signature_def"]:
       raise ServingError("INVALID_ARGUMENT", "metadata_field must be "
                          "['signature_def']")
-    servable = self.store.get(request.model_spec.name, _version(request.model_spec))
+    servable = self.store.get(request.model_spec.name, *_version(request.model_spec))
     response = get_model_metadata_pb2.GetModelMetadataResponse()
     response.model_spec.name = request.model_spec.name
     response.model_spec.version.value = servable.version
@@ -224,15 +258,16 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     return response
 
 
-class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+class ModelService(_Recorded, model_service_pb2_grpc.ModelServiceServicer):
 
-  def __init__(self, store: ModelStore):
+  def __init__(self, store: ModelStore, metrics=None):
     self.store = store
+    self.metrics = metrics
 
   @_guarded
   async def GetModelStatus(self, request, context):  # pylint: disable=invalid-name
     response = get_model_status_pb2.GetModelStatusResponse()
-    for s in self.store.status(request.model_spec.name, _version(request.model_spec)):
+    for s in self.store.status(request.model_spec.name, *_version(request.model_spec)):
       status = response.model_version_status.add()
       status.version = s.version
       status.state = _STATES.get(s.state, 0)
@@ -248,7 +283,8 @@ class BindError(RuntimeError):
 async def start_async(store: ModelStore, host: str, port: int,
                       max_message_bytes: int = defaults.MAX_PAYLOAD_BYTES,
                       batcher: Optional[Batcher] = None,
-                      greedy: Optional[GreedyBatcher] = None) -> grpc.aio.Server:
+                      greedy: Optional[GreedyBatcher] = None, metrics=None,
+                      request_log=None) -> grpc.aio.Server:
   """Starts the gRPC server on the running loop; `server.bound_port` is its port.
 
   The port is bound exclusively: grpcio would otherwise share it with
@@ -259,8 +295,10 @@ async def start_async(store: ModelStore, host: str, port: int,
       ("grpc.so_reuseport", 0)])
   prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
       PredictionService(store, batcher, max_elements=max_message_bytes,
-                        greedy=greedy), server)
-  model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(store), server)
+                        greedy=greedy, metrics=metrics, request_log=request_log),
+      server)
+  model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+      ModelService(store, metrics), server)
   try:
     bound_port = server.add_insecure_port(f"{host}:{port}")
   except RuntimeError:  # newer grpcio raises where older returned 0

@@ -9,6 +9,12 @@ request in flight keeps the version it started with and none is dropped. A
 version that fails to load is reported with its error and the versions
 already serving stay; it is tried again once its files change (a version
 re-pushed or repaired in place), not only at the next start.
+
+A version is warmed before it is AVAILABLE: the requests in its
+`assets.extra/tf_serving_warmup_requests` (TF Serving's file) are replayed
+first, so its first client is not the one that pays for the cold start.
+Version labels (`stable`, `canary`) name served versions, as in TF Serving's
+model config; a label may only point at an AVAILABLE version.
 """
 
 import dataclasses
@@ -21,6 +27,27 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from components.model_layout import versions
 
 _LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionPolicy:
+  """TF Serving's model_version_policy: latest N, all, or specific versions."""
+  kind: str = "latest"  # latest | all | specific
+  num_versions: int = 1
+  versions: Tuple[int, ...] = ()
+
+  def wanted(self, loadable: List[int]) -> List[int]:
+    if self.kind == "specific":
+      return [v for v in sorted(self.versions) if v in loadable]
+    if self.kind == "all":
+      return sorted(loadable)
+    return sorted(loadable)[-self.num_versions:]
+
+  def keep(self, serving: List[int]) -> List[int]:
+    """Of the loaded versions, those this policy serves."""
+    if self.kind == "latest":
+      return sorted(serving)[-self.num_versions:]
+    return serving
 
 class ServingError(Exception):
   """An error with a TF Serving (gRPC) status code, e.g. NOT_FOUND."""
@@ -73,16 +100,24 @@ class ModelStore:
 
   def __init__(self, name: str, base_path: str,
                versions: Optional[List[int]] = None, poll_seconds: float = 1.0,
-               loader: Callable[[str], Any] = _load):
+               loader: Callable[[str], Any] = _load,
+               warmup: Optional[Callable[[Any, str], int]] = None,
+               metrics=None, policy: Optional[VersionPolicy] = None,
+               labels: Optional[Dict[str, int]] = None):
     self.name = name
     self.base_path = base_path
-    self._pinned = sorted(set(versions)) if versions else None
+    self.policy = policy or (VersionPolicy("specific", versions=tuple(sorted(set(
+        versions)))) if versions else VersionPolicy())
+    self.labels: Dict[str, int] = dict(labels or {})  # replaced, never mutated
     self._poll_seconds = poll_seconds
     self._loader = loader
+    self._warmup = warmup  # (model, path) -> records replayed
+    self.metrics = metrics
     self._serving: Dict[int, Servable] = {}  # replaced, never mutated
     self._status: Dict[int, VersionStatus] = {}
     # version -> (its error, its files then): retried when the files change
     self._failed: Dict[int, Tuple[str, Tuple]] = {}
+    self._hold: set = set()  # versions kept through a config change
     self._lock = threading.Lock()  # one refresh at a time
     self._stop = threading.Event()
     self._thread: Optional[threading.Thread] = None
@@ -98,10 +133,40 @@ class ModelStore:
                   version, self.name)
 
   def _wanted(self, present: Dict[int, str]) -> List[int]:
-    loadable = [v for v in present if v not in self._failed]
-    if self._pinned is not None:
-      return [v for v in self._pinned if v in loadable]
-    return [max(loadable)] if loadable else []
+    return self.policy.wanted([v for v in present if v not in self._failed])
+
+  def _load_one(self, version: int, path: str) -> Servable:
+    """Loads and warms one version; counts both in the metrics."""
+    started = time.perf_counter()
+    try:
+      model = self._loader(path)
+    except Exception:
+      self._count(":tensorflow:cc:saved_model:load_attempt_count", (path, "fail"))
+      raise
+    self._count(":tensorflow:cc:saved_model:load_attempt_count", (path, "success"))
+    self._count(":tensorflow:cc:saved_model:load_latency", (path,),
+                (time.perf_counter() - started) * 1e6)
+    if self._warmup is not None:
+      started = time.perf_counter()
+      try:
+        records = self._warmup(model, path)
+      except Exception:
+        self._observe_warmup(path, "fail", started)
+        raise
+      if records:
+        self._observe_warmup(path, "OK", started)
+        self._count(":tensorflow:serving:model_warmup_records_read", (path, "OK"),
+                    records)
+    return Servable(version, path, model, dict(model.signatures))
+
+  def _count(self, name, labels, by=1) -> None:
+    if self.metrics is not None:
+      self.metrics.count(name, labels, by)
+
+  def _observe_warmup(self, path: str, status: str, started: float) -> None:
+    if self.metrics is not None:
+      self.metrics.observe(":tensorflow:serving:model_warmup_latency",
+                           (path, status), (time.perf_counter() - started) * 1e6)
 
   def refresh(self) -> None:
     """Loads wanted versions that are new; swaps the serving set if it changed.
@@ -124,19 +189,55 @@ class ModelStore:
         version = new[0]
         self._status[version] = VersionStatus(version, "LOADING")
         try:
-          model = self._loader(present[version])
-          serving[version] = Servable(version, present[version], model,
-                                      dict(model.signatures))
+          serving[version] = self._load_one(version, present[version])
           self._status[version] = VersionStatus(version, "AVAILABLE")
         except Exception as e:  # pylint: disable=broad-except
           self._failed[version] = (str(e), files_stamp(present[version]))
           self._status[version] = VersionStatus(
               version, "END", "UNKNOWN", f"failed to load: {e}")
-      if self._pinned is None and serving:
-        serving = {max(serving): serving[max(serving)]}
+      kept = set(self.policy.keep(list(serving))) | (self._hold & set(serving))
+      serving = {v: s for v, s in serving.items() if v in kept}
       for version in set(self._serving) - set(serving):
         self._status[version] = VersionStatus(version, "END")
+        self._count("mnist_tfx_serving_model_unload_count", (self.name,))
       self._serving = serving  # the swap: one reference assignment
+      if self.metrics is not None:
+        self.metrics.set_versions(self.name, {v: s.state for v, s in self._status.items()})
+
+  def configure(self, policy: VersionPolicy, labels: Dict[str, int]) -> None:
+    """Applies a new version policy and labels, or raises ServingError.
+
+    The policy's versions are loaded first; then every label must point at
+    a version that is AVAILABLE (TF Serving's rule), else the previous
+    policy and labels stay and nothing changes for clients.
+    """
+    with self._lock:
+      previous = self.policy
+      self.policy = policy
+      # What serves now stays until the labels have moved: a request for a
+      # label never finds its version gone in between.
+      self._hold = set(self._serving)
+    try:
+      self.refresh()
+      # What the new policy serves once the versions held are let go.
+      served = set(policy.keep(policy.wanted(list(self._serving))))
+      missing = {l: v for l, v in labels.items() if v not in served}
+      if missing:
+        label, version = sorted(missing.items())[0]
+        raise ServingError("FAILED_PRECONDITION", f"Request to assign label to "
+                           f"version {version} of model {self.name}, which is not "
+                           f"currently available for inference (label {label!r})")
+      self.labels = dict(labels)
+    except Exception:
+      with self._lock:
+        self.policy = previous
+      raise
+    finally:
+      with self._lock:
+        self._hold = set()
+      self.refresh()
+    if self.metrics is not None:
+      self.metrics.set_labels(self.name, self.labels)
 
   def start(self) -> "ModelStore":
     self.refresh()
@@ -161,7 +262,18 @@ class ModelStore:
 
   # --- lookups ---------------------------------------------------------------
 
-  def get(self, name: str, version: Optional[int] = None) -> Servable:
+  def version_of(self, label: str) -> int:
+    """The version a label points at (TF Serving's error if none)."""
+    version = self.labels.get(label)
+    if version is None:
+      raise ServingError("INVALID_ARGUMENT",
+                         f"Unrecognized servable version label: {label}")
+    return version
+
+  def get(self, name: str, version: Optional[int] = None,
+          label: Optional[str] = None) -> Servable:
+    if label is not None and name == self.name:
+      version = self.version_of(label)
     if name != self.name:
       raise ServingError("NOT_FOUND", f"Servable not found for request: "
                          f"Latest({name})" if version is None else
@@ -178,7 +290,14 @@ class ModelStore:
                          f"Specific({name}, {version})")
     return serving[version]
 
-  def status(self, name: str, version: Optional[int] = None) -> List[VersionStatus]:
+  def ready(self) -> bool:
+    """A version loaded and warmed: what readiness probes ask."""
+    return bool(self._serving)
+
+  def status(self, name: str, version: Optional[int] = None,
+             label: Optional[str] = None) -> List[VersionStatus]:
+    if label is not None and name == self.name:
+      version = self.version_of(label)
     if name != self.name:
       raise ServingError("NOT_FOUND", f"Could not find any versions of model {name}")
     statuses = dict(self._status)

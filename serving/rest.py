@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import re
+import time
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -28,6 +29,7 @@ from starlette.routing import Route
 
 from components import features
 from mnist_tfx import defaults
+from serving import metrics as metrics_lib
 from serving import service
 from serving.batching import Batcher, GreedyBatcher
 from serving.model_store import ModelStore, ServingError
@@ -46,11 +48,16 @@ HTTP_STATUS = {
     "UNIMPLEMENTED": 501, "INTERNAL": 500, "UNAVAILABLE": 503,
     "DATA_LOSS": 500, "UNAUTHENTICATED": 401,
 }
-# TF Serving's http_rest_api_handler.cc regexes (plus the metadata form).
-_PREDICT = re.compile(
-    r"/v1/models/([^/:]+)(?:/versions/(\d+))?:(classify|regress|predict)", re.I)
-_METADATA = re.compile(r"/v1/models/([^/:]+)(?:/versions/(\d+))?/metadata", re.I)
-_STATUS = re.compile(r"/v1/models(?:/([^/:]+))?(?:/versions/(\d+))?", re.I)
+# TF Serving's http_rest_api_handler.cc regexes: a version or a label.
+_PREDICT = re.compile(r"/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?"
+                      r":(classify|regress|predict)", re.I)
+_METADATA = re.compile(
+    r"/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?/metadata", re.I)
+_STATUS = re.compile(
+    r"/v1/models(?:/([^/:]+))?(?:/versions/(\d+)|/labels/([^/:]+))?", re.I)
+# KServe's and the Open Inference Protocol's health endpoints.
+LIVE_PATH = "/v2/health/live"
+READY_PATH = "/v2/health/ready"
 
 
 # Methods that reach the handlers (which answer anything but GET and POST
@@ -277,8 +284,12 @@ class RestApi:
                max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
                batcher: Optional[Batcher] = None,
                body_timeout: float = defaults.BODY_TIMEOUT_SECONDS,
-               greedy: Optional[GreedyBatcher] = None):
+               greedy: Optional[GreedyBatcher] = None,
+               metrics: Optional[metrics_lib.Metrics] = None,
+               request_log=None):
     self.store = store
+    self.metrics = metrics
+    self.request_log = request_log
     self.max_payload_bytes = max_payload_bytes
     self.body_timeout = body_timeout
     self._deadlines = Deadlines(body_timeout)
@@ -300,10 +311,13 @@ class RestApi:
     """
     if scope["type"] == "http" and scope["method"] == "POST" and (
         m := _PREDICT.fullmatch(scope["path"])):
+      started = time.perf_counter()
       try:
-        status, body, close = await self._post(scope, receive, m)
+        status, body, close, code = await self._post(scope, receive, m)
       except _ClientGone:
         return
+      if self.metrics is not None:
+        self.metrics.request(m.group(1), m.group(4).lower(), "REST", code, started)
       headers = [(b"content-type", b"application/json"),
                  (b"content-length", str(len(body)).encode())]
       if close:  # the rest of the body may never come: drop the connection
@@ -321,13 +335,14 @@ class RestApi:
       return
     await self._starlette(scope, receive, send)
 
-  async def _post(self, scope, receive, m) -> Tuple[int, bytes, bool]:
-    """(status, JSON body, close the connection) for a predict/classify POST."""
+  async def _post(self, scope, receive, m) -> Tuple[int, bytes, bool, str]:
+    """(status, JSON body, close the connection, TF status code name) for a
+    predict/classify POST."""
     try:
       raw = await self._body(scope, receive)
       size = len(raw)
-      name, version = m.group(1), _version(m.group(2))
-      kind = m.group(3).lower()
+      name, version = m.group(1), _version(m.group(2), m.group(3))  # (v, label)
+      kind = m.group(4).lower()
       body = (kind == "predict" and NumericBody.read(raw)) or parse_json(raw)
       handler = {"predict": self._predict, "classify": self._classify}.get(kind)
       if handler is None:
@@ -344,33 +359,37 @@ class RestApi:
         # batch), run in a thread: the event loop keeps serving others.
         result = await asyncio.get_running_loop().run_in_executor(
             None, handler, name, version, body)
-      return 200, orjson.dumps(result), False
+      return 200, orjson.dumps(result), False, "OK"
     except ServingError as e:
-      return _error_body(e.code, e.message) + (False,)
+      return _error_body(e.code, e.message) + (False, e.code)
     except _BodyTimeout as e:
-      return 408, orjson.dumps({"error": str(e)}), True
+      return 408, orjson.dumps({"error": str(e)}), True, "DEADLINE_EXCEEDED"
     except _ClientGone:
       raise
     except Exception as e:  # pylint: disable=broad-except
       # A bug, not a bad request: one log line, a JSON answer, and serving
       # goes on.
       _LOG.error("internal error on POST %s: %r", scope["path"], e)
-      return _error_body("INTERNAL", f"internal error: {type(e).__name__}") + (False,)
+      return _error_body("INTERNAL", f"internal error: {type(e).__name__}") + (
+          False, "INTERNAL")
 
   async def dispatch(self, request: Request) -> Response:
     path = request.url.path
+    if request.method in ("GET", "HEAD") and path in _OTHER_GETS:
+      return _OTHER_GETS[path](self)
     if not path.startswith("/v1/"):
-      return error("NOT_FOUND", f"Not found: {path} (TF Serving's API is under /v1/)")
+      return error("NOT_FOUND", f"Not found: {path} (TF Serving's API is under "
+                   f"/v1/; metrics at {metrics_lib.PATH}, health at /v2/health/)")
     if request.method not in ("GET", "POST"):
       return JSONResponse({"error": f"Method {request.method} not allowed"},
                           status_code=405)
     try:
       if request.method == "GET" and (m := _METADATA.fullmatch(path)):
-        return JSONResponse(self.metadata(m.group(1), _version(m.group(2))))
+        return JSONResponse(self.metadata(m.group(1), *_version(m.group(2), m.group(3))))
       if request.method == "GET" and (m := _STATUS.fullmatch(path)):
         if not m.group(1):
           raise ServingError("INVALID_ARGUMENT", "Missing model name in request.")
-        return JSONResponse(self.status(m.group(1), _version(m.group(2))))
+        return JSONResponse(self.status(m.group(1), *_version(m.group(2), m.group(3))))
       raise ServingError("INVALID_ARGUMENT",
                          f"Malformed request: {request.method} {path}")
     except ServingError as e:
@@ -418,9 +437,9 @@ class RestApi:
       if not message.get("more_body", False):
         return b"".join(chunks)
 
-  def _predict_request(self, name: str, version: Optional[int], body: Any):
+  def _predict_request(self, name: str, version: "_Spec", body: Any):
     """(servable, signature name, its function, inputs, form)."""
-    servable = self.store.get(name, version)
+    servable = self.store.get(name, *version)
     if isinstance(body, NumericBody):
       fn, specs = service.input_specs(servable, DEFAULT_SIGNATURE)
       inputs = body.inputs(specs)
@@ -434,20 +453,24 @@ class RestApi:
     inputs, form = parse_predict(body, specs)
     return servable, signature, fn, inputs, form
 
-  def _predict(self, name: str, version: Optional[int], body: Any) -> Dict[str, Any]:
+  def _predict(self, name: str, version: "_Spec", body: Any) -> Dict[str, Any]:
     servable, signature, fn, inputs, form = self._predict_request(name, version, body)
-    return format_outputs(
-        service.run(self.batcher, servable, signature, fn, inputs), form)
+    outputs = service.run(self.batcher, servable, signature, fn, inputs)
+    if self.request_log is not None:
+      self.request_log.offer(name, servable.version, signature, inputs, outputs)
+    return format_outputs(outputs, form)
 
-  async def _predict_greedy(self, name: str, version: Optional[int],
+  async def _predict_greedy(self, name: str, version: "_Spec",
                             body: Any) -> Dict[str, Any]:
     servable, signature, fn, inputs, form = self._predict_request(name, version, body)
-    return format_outputs(await service.run_greedy(
-        self.greedy, servable, signature, fn, inputs), form)
+    outputs = await service.run_greedy(self.greedy, servable, signature, fn, inputs)
+    if self.request_log is not None:
+      self.request_log.offer(name, servable.version, signature, inputs, outputs)
+    return format_outputs(outputs, form)
 
-  def _classify(self, name: str, version: Optional[int], body: Any) -> Dict[str, Any]:
+  def _classify(self, name: str, version: "_Spec", body: Any) -> Dict[str, Any]:
     """TF Serving's classify JSON: examples as feature dicts -> [label, score] pairs."""
-    servable = self.store.get(name, version)
+    servable = self.store.get(name, *version)
     if not isinstance(body, dict):
       raise ServingError("INVALID_ARGUMENT", "request body must be a JSON object")
     signature = _signature_name(body, features.EXAMPLES_SIGNATURE)
@@ -472,15 +495,17 @@ class RestApi:
     return {"results": [[[str(c), float(p[c])] for c in range(p.shape[0])]
                         for p in probabilities]}
 
-  def status(self, name: str, version: Optional[int]) -> Dict[str, Any]:
+  def status(self, name: str, version: Optional[int],
+             label: Optional[str] = None) -> Dict[str, Any]:
     return {"model_version_status": [
         {"version": str(s.version), "state": s.state,
          "status": {"error_code": s.error_code, "error_message": s.error_message}}
-        for s in self.store.status(name, version)]}
+        for s in self.store.status(name, version, label)]}
 
-  def metadata(self, name: str, version: Optional[int]) -> Dict[str, Any]:
+  def metadata(self, name: str, version: Optional[int],
+               label: Optional[str] = None) -> Dict[str, Any]:
     from google.protobuf import json_format  # pylint: disable=g-import-not-at-top
-    servable = self.store.get(name, version)
+    servable = self.store.get(name, version, label)
     return {"model_spec": {"name": name, "signature_name": "",
                            "version": str(servable.version)},
             "metadata": {"signature_def": json_format.MessageToDict(
@@ -504,18 +529,38 @@ def parse_json(raw: bytes) -> Any:
 
 
 _MAX_VERSION = (1 << 63) - 1  # TF Serving's versions are int64
+_Spec = Tuple[Optional[int], Optional[str]]  # (version, label) of a request path
 
 
-def _version(text: Optional[str]) -> Optional[int]:
-  """A version number from a path, bounded before it is converted (Python
-  refuses to convert digit strings past 4,300 digits, and TF Serving's are
-  int64)."""
+def _version(text: Optional[str], label: Optional[str] = None) -> _Spec:
+  """(version, label) from a path; the version bounded before it is
+  converted (Python refuses to convert digit strings past 4,300 digits, and
+  TF Serving's are int64)."""
   if not text:
-    return None
+    return None, label or None
   if len(text) > len(str(_MAX_VERSION)) or int(text) > _MAX_VERSION:
     raise ServingError("INVALID_ARGUMENT", f"version must be a number from 0 to "
                        f"{_MAX_VERSION}, got {len(text)} digits")
-  return int(text)
+  return int(text), None
+
+
+def _metrics_page(api: "RestApi") -> Response:
+  if api.metrics is None:
+    return error("NOT_FOUND", "metrics are off for this server")
+  return Response(api.metrics.text(), media_type=metrics_lib.CONTENT_TYPE)
+
+
+def _ready(api: "RestApi") -> Response:
+  """Ready once a version is loaded and warmed (KServe's readiness)."""
+  ready = api.store.ready()
+  return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+
+_OTHER_GETS = {
+    metrics_lib.PATH: _metrics_page,
+    LIVE_PATH: lambda api: JSONResponse({"live": True}),
+    READY_PATH: _ready,
+}
 
 
 class Deadlines:

@@ -8,6 +8,7 @@ sharing the port.
 
 import asyncio
 import dataclasses
+import logging
 import signal
 import socket
 import threading
@@ -22,6 +23,7 @@ from serving.rest import RestApi
 DEFAULT_REST_PORT = defaults.REST_PORT
 DEFAULT_GRPC_PORT = defaults.GRPC_PORT
 DEFAULT_HOST = defaults.HOST
+_LOG = logging.getLogger(__name__)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -104,7 +106,7 @@ class RestServer:
     self._socket.close()
 
 
-def serve(base_path: str, name: str, host: str = DEFAULT_HOST,
+def serve(base_path: Optional[str], name: str, host: str = DEFAULT_HOST,
           rest_port: int = DEFAULT_REST_PORT, grpc_port: int = DEFAULT_GRPC_PORT,
           versions: Optional[List[int]] = None,
           poll_seconds: float = defaults.POLL_SECONDS,
@@ -114,28 +116,149 @@ def serve(base_path: str, name: str, host: str = DEFAULT_HOST,
           greedy_batching: bool = True,
           header_timeout: float = defaults.HEADER_TIMEOUT_SECONDS,
           max_connections: int = defaults.MAX_CONNECTIONS,
-          max_enqueued_batches: int = defaults.MAX_ENQUEUED_BATCHES) -> None:
-  """Serves until interrupted; raises BindError when a port cannot be had.
+          max_enqueued_batches: int = defaults.MAX_ENQUEUED_BATCHES,
+          model_config_file: Optional[str] = None,
+          config_poll_seconds: float = defaults.CONFIG_POLL_SECONDS,
+          request_log: Optional["RequestLogSettings"] = None,
+          warmup: bool = True) -> None:
+  """Serves until interrupted; raises BindError when a port cannot be had,
+  ConfigFileError for a model config file that cannot be applied.
 
   `batching` is TF Serving's timed batching (both APIs); otherwise both
   APIs share one greedy batcher unless `greedy_batching` is off. REST and
-  gRPC run on one event loop in this thread.
+  gRPC run on one event loop in this thread. With `model_config_file`, the
+  model's name, base path, version policy and labels come from that file,
+  re-read every `config_poll_seconds`.
   """
   from serving import grpc_server, service  # pylint: disable=g-import-not-at-top
+  from serving import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  from serving import model_config, warmup as warmup_lib  # pylint: disable=g-import-not-at-top
+  config = model_config.read(model_config_file) if model_config_file else None
+  if config is not None:
+    name, base_path = config.name, config.base_path
   rest_socket = bind(host, rest_port)
+  metrics = metrics_lib.Metrics()
   batcher = (Batcher(service.run_checked, max_batch_size, batch_timeout_micros,
                      max_enqueued_batches) if batching else None)
   greedy = (GreedyBatcher(service.run_checked, max_batch_size)
             if greedy_batching and not batching else None)
-  store = ModelStore(name, base_path, versions, poll_seconds, loader=service.load)
+  for kind, each in (("timed", batcher), ("greedy", greedy)):
+    if each is not None:
+      each.on_batch = metrics.batch_recorder(kind)
+  store = ModelStore(name, base_path, versions, poll_seconds, loader=service.load,
+                     warmup=warmup_lib.replay if warmup else None, metrics=metrics,
+                     policy=config.policy if config else None)
+  log = request_log.start(metrics) if request_log else None
   settings = Settings(name, base_path, host, max_payload_bytes, header_timeout,
                       max_connections)
-  servers = Servers(store, rest_socket, grpc_port, batcher, greedy, settings)
+  watcher = (ConfigWatcher(model_config_file, store, config, config_poll_seconds)
+             if config is not None else None)
+  servers = Servers(store, rest_socket, grpc_port, batcher, greedy, settings,
+                    metrics=metrics, request_log=log, watcher=watcher)
   try:
     asyncio.Runner(loop_factory=grpc_server.new_loop).run(servers.run())
   finally:
+    if watcher is not None:
+      watcher.stop()
     store.stop()
+    if log is not None:
+      log.stop()
     rest_socket.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestLogSettings:
+  """`--request-log DIR` and its sampling, rotation and cap."""
+  directory: str
+  sampling: float = defaults.REQUEST_LOG_SAMPLING
+  max_file_bytes: int = defaults.REQUEST_LOG_FILE_BYTES
+  max_total_bytes: int = defaults.REQUEST_LOG_TOTAL_BYTES
+
+  def start(self, metrics):
+    from serving.request_log import RequestLog  # pylint: disable=g-import-not-at-top
+    return RequestLog(self.directory, self.sampling, self.max_file_bytes,
+                      self.max_total_bytes, metrics)
+
+
+class ConfigWatcher:
+  """Re-reads the model config file when it changes (TF Serving's
+  --model_config_file_poll_wait_seconds) and applies it to the store.
+
+  A file that does not parse, names another model or base path, or labels
+  a version that is not available is refused: the previous config keeps
+  serving, the log says why and the metrics count it.
+  """
+
+  def __init__(self, path: str, store: ModelStore, config, poll_seconds: float):
+    self.path = path
+    self.store = store
+    self.config = config
+    self._poll_seconds = poll_seconds
+    self._seen = self._stamp()
+    self._stop = threading.Event()
+    self._thread: Optional[threading.Thread] = None
+
+  def _stamp(self):
+    try:
+      with open(self.path, "rb") as f:
+        return f.read()
+    except OSError as e:
+      return e.errno  # gone or unreadable: a change, said when read
+
+  def apply_initial(self) -> None:
+    """The labels of the config the server started with (after its loads)."""
+    self.store.configure(self.config.policy, self.config.labels)
+
+  def start(self) -> None:
+    self._thread = threading.Thread(target=self._poll, daemon=True,
+                                    name="model-config")
+    self._thread.start()
+
+  def check(self) -> Optional[str]:
+    """Applies the file if it changed; the outcome ("OK", a refusal) or None."""
+    from serving import model_config  # pylint: disable=g-import-not-at-top
+    stamp = self._stamp()
+    if stamp == self._seen:
+      return None
+    self._seen = stamp
+    try:
+      new = model_config.read(self.path)
+      if (new.name, new.base_path) != (self.config.name, self.config.base_path):
+        raise model_config.ConfigFileError(
+            f"{self.path}: the model's name and base_path cannot change while "
+            f"serving ({self.config.name} at {self.config.base_path}); restart "
+            "the server for another model")
+      self.store.configure(new.policy, new.labels)
+    except (model_config.ConfigFileError, ServingError) as e:
+      self.store.metrics and self.store.metrics.count(
+          "mnist_tfx_serving_model_config_reload_count", ("refused",))
+      _LOG.warning("model config %s refused, the previous one keeps serving: %s",
+                   self.path, getattr(e, "message", None) or e)
+      return f"refused: {getattr(e, 'message', None) or e}"
+    self.config = new
+    self.store.metrics and self.store.metrics.count(
+        "mnist_tfx_serving_model_config_reload_count", ("OK",))
+    _LOG.warning("model config %s applied: labels %s, versions %s", self.path,
+                 new.labels or "none", _policy_text(new.policy))
+    return "OK"
+
+  def _poll(self) -> None:
+    while not self._stop.wait(self._poll_seconds):
+      try:
+        self.check()
+      except Exception:  # pylint: disable=broad-except
+        _LOG.warning("reading the model config %s failed", self.path, exc_info=True)
+
+  def stop(self) -> None:
+    self._stop.set()
+    if self._thread:
+      self._thread.join(timeout=10)
+
+
+def _policy_text(policy) -> str:
+  if policy.kind == "specific":
+    return ", ".join(map(str, policy.versions))
+  return "all" if policy.kind == "all" else f"the latest {policy.num_versions}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,17 +283,23 @@ class Servers:
 
   def __init__(self, store: ModelStore, rest_socket: socket.socket,
                grpc_port: int, batcher: Optional[Batcher],
-               greedy: Optional[GreedyBatcher], settings: Settings):
+               greedy: Optional[GreedyBatcher], settings: Settings,
+               metrics=None, request_log=None,
+               watcher: Optional[ConfigWatcher] = None):
     self.store = store
     self.settings = settings
     self.greedy = greedy
+    self.metrics = metrics
+    self.request_log = request_log
+    self._watcher = watcher
     self._batcher = batcher
     self._rest_socket = rest_socket
     self.rest_port = rest_socket.getsockname()[1]
     self.grpc_port = grpc_port  # the bound port once started
     self.started = threading.Event()
     self._uvicorn = _uvicorn(RestApi(store, settings.max_payload_bytes, batcher,
-                                     greedy=greedy),
+                                     greedy=greedy, metrics=metrics,
+                                     request_log=request_log),
                              settings.header_timeout, settings.max_connections)
     self._stopping: Optional[asyncio.Event] = None  # wakes run() during a load
     self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -183,6 +312,12 @@ class Servers:
         self._loop.call_soon_threadsafe(self._stopping.set)
       except RuntimeError:
         pass  # the loop has closed: nothing left to stop
+
+  def _load(self) -> None:
+    self.store.start()
+    if self._watcher is not None:
+      self._watcher.apply_initial()  # refused labels stop the start
+      self._watcher.start()
 
   async def run(self) -> None:
     from serving import grpc_server  # pylint: disable=g-import-not-at-top
@@ -199,11 +334,12 @@ class Servers:
     grpc = await grpc_server.start_async(
         self.store, self.settings.host, self.grpc_port,
         max_message_bytes=self.settings.max_payload_bytes,
-        batcher=self._batcher, greedy=self.greedy)
+        batcher=self._batcher, greedy=self.greedy, metrics=self.metrics,
+        request_log=self.request_log)
     self.grpc_port = grpc.bound_port
     try:
       # Loading a version takes seconds: in a thread, so the loop stays live.
-      loading = self._loop.run_in_executor(None, self.store.start)
+      loading = self._loop.run_in_executor(None, self._load)
       stopping = asyncio.ensure_future(self._stopping.wait())
       await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
       stopping.cancel()
@@ -237,6 +373,11 @@ def _announce(store, settings, rest_port, grpc_port, batcher) -> None:
   elif batcher:
     print(f"Batching (REST and gRPC): requests that arrive together, "
           f"up to {batcher.max_batch_size} rows, no waiting", flush=True)
+  if store.labels:
+    print("Labels: " + ", ".join(f"{label} -> version {version}" for label, version
+                                 in sorted(store.labels.items())), flush=True)
   print(f"REST: http://{settings.host}:{rest_port}/v1/models/{name}", flush=True)
+  print(f"Metrics: http://{settings.host}:{rest_port}/monitoring/prometheus/metrics; "
+        f"health: /v2/health/live, /v2/health/ready", flush=True)
   print(f"gRPC: {settings.host}:{grpc_port} (tensorflow.serving.PredictionService, "
         "ModelService)", flush=True)

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Optional
 
 import httpx
 
@@ -36,11 +36,13 @@ class Served:
 
 
 @contextlib.contextmanager
-def serving(base: str, *flags: str, env: Dict[str, str] = None) -> Iterator[Served]:
-  """Starts the server on free ports, yields once both APIs listen, and stops
-  it with SIGTERM afterwards (asserting it exits 0)."""
+def serving(base: Optional[str], *flags: str, env: Dict[str, str] = None) -> Iterator[Served]:
+  """Starts the server on free ports (on `base`, or as `flags` say, e.g. a
+  --model-config-file), yields once both APIs listen, and stops it with
+  SIGTERM afterwards (asserting it exits 0)."""
+  where = ["--model-base-path", base] if base is not None else []
   proc = subprocess.Popen(
-      [sys.executable, "-m", "mnist_tfx", "serve", "--model-base-path", base,
+      [sys.executable, "-m", "mnist_tfx", "serve", *where,
        "--rest-port", "0", "--grpc-port", "0", *flags], cwd=ROOT,
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
       env=dict(os.environ, PYTHONPATH=ROOT, **(env or {})))

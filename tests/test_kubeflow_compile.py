@@ -47,7 +47,9 @@ def test_edges_follow_the_data_flow(pipeline_spec):
   assert {"Transform", "IdxExampleGen"} <= deps["Trainer"]
   assert "Trainer" in deps["Evaluator"]
   assert any(d.startswith("latest_blessed_model_resolver") for d in deps["Evaluator"])
-  assert {"Evaluator", "Trainer"} <= deps["ServingPusher"]
+  # The server is tried on blessed candidates; the push needs both blessings.
+  assert {"Evaluator", "Trainer", "IdxExampleGen"} <= deps["ServingInfraValidator"]
+  assert {"Evaluator", "Trainer", "ServingInfraValidator"} <= deps["ServingPusher"]
 
 
 def test_every_executor_runs_the_image(pipeline_spec):

@@ -18,11 +18,13 @@ from components import evaluation, features, idx, pusher
 from mnist_tfx import speedups
 from pipeline import local_runner
 from pipeline.configs import PipelineConfig, with_overrides
+from serving import warmup
 from tests import tiny_mnist
 
 # Every node that executes, in data-flow order (the resolver resolves).
 EXECUTED = ["IdxExampleGen", "StatisticsGen", "CuratedSchemaGen", "ExampleValidator",
-            "AnomaliesGate", "Transform", "Trainer", "Evaluator", "ServingPusher"]
+            "AnomaliesGate", "Transform", "Trainer", "Evaluator",
+            "ServingInfraValidator", "ServingPusher"]
 RESOLVER = "latest_blessed_model_resolver"
 
 
@@ -102,8 +104,30 @@ def test_blessed_model_is_pushed_in_tf_serving_layout(first, config):
       images=tf.constant(images, tf.float32))
   # The pushed model is the reported one, and it learnt the tiny data.
   assert np.mean(out[features.CLASSES_KEY].numpy() == labels) >= 0.9
+  # Pushed: the infra validator's copy of the Trainer's model, which adds
+  # the warm-up requests and nothing else.
   reported = os.path.join(first["artifacts"]["Trainer.model"], pusher.SERVING_SUBDIR)
-  assert pusher.content_digest(path) == pusher.content_digest(reported)
+  stamped = os.path.join(first["artifacts"]["ServingInfraValidator.blessing"],
+                         pusher.STAMPED_MODEL)
+  assert pusher.content_digest(path) == pusher.content_digest(stamped)
+  assert _files(path) - _files(reported) == {warmup.WARMUP_FILE, pusher.PUSH_RECORD}
+  for rel in _files(reported):
+    with open(os.path.join(path, rel), "rb") as a, open(os.path.join(reported, rel),
+                                                        "rb") as b:
+      assert a.read() == b.read(), rel
+  assert len(warmup.read(path)) == 3 * warmup.EXAMPLES  # each signature
+
+
+def test_the_candidate_was_served_before_the_push(first):
+  assert first["infra_blessed"] is True
+  assert "answered over REST and gRPC as by the SavedModel" in first["infra_reason"]
+  blessing = first["artifacts"]["ServingInfraValidator.blessing"]
+  assert os.path.exists(os.path.join(blessing, "INFRA_BLESSED"))
+
+
+def _files(root):
+  return {os.path.relpath(os.path.join(d, n), root)
+          for d, _, names in os.walk(root) for n in names}
 
 
 def test_summary_json_has_the_promised_fields(first, config):
