@@ -74,10 +74,17 @@ def expected(model_dir: str, requests) -> List[Dict[str, np.ndarray]]:
   model = tf.saved_model.load(model_dir)
   answers = []
   for request in requests:
-    fn = model.signatures[request.model_spec.signature_name]
+    signature = request.model_spec.signature_name
+    fn = model.signatures.get(signature)
+    if fn is None:
+      raise NotValid(f"the SavedModel has no signature {signature!r}")
     inputs = {k: tf.constant(grpc_server.to_array(p, k, 1 << 24))
               for k, p in request.inputs.items()}
-    answers.append({k: v.numpy() for k, v in fn(**inputs).items()})
+    try:
+      answers.append({k: v.numpy() for k, v in fn(**inputs).items()})
+    except (tf.errors.OpError, ValueError, TypeError) as e:
+      raise NotValid(f"the SavedModel itself fails on a warm-up request "
+                     f"({signature}): {str(e).splitlines()[0][:300]}") from None
   return answers
 
 
@@ -95,7 +102,7 @@ def server(base_path: str, name: str, timeout: float) -> Iterator[Tuple[int, int
       env=dict(os.environ, PYTHONPATH=_ROOT + os.pathsep + os.environ.get(
           "PYTHONPATH", "")))
   try:
-    ports = _ports(proc, err, time.monotonic() + timeout)
+    ports = _ports(proc, err, time.monotonic() + timeout, timeout)
     yield ports
   finally:
     if proc.poll() is None:
@@ -108,7 +115,7 @@ def server(base_path: str, name: str, timeout: float) -> Iterator[Tuple[int, int
     err.close()
 
 
-def _ports(proc, err, deadline: float) -> Tuple[int, int]:
+def _ports(proc, err, deadline: float, timeout: float) -> Tuple[int, int]:
   """The ports the server prints, read by a thread (a pipe's buffered text
   hides lines from select)."""
   import queue  # pylint: disable=g-import-not-at-top
@@ -137,7 +144,7 @@ def _ports(proc, err, deadline: float) -> Tuple[int, int]:
     grpc = re.search(r"gRPC: [^ ]+:(\d+) ", text)
     if rest and grpc:
       return int(rest.group(1)), int(grpc.group(1))
-  raise NotValid("the server did not listen in time")
+  raise NotValid(f"the server did not listen within {timeout:g} s")
 
 
 def wait_ready(rest_port: int, name: str, deadline: float, timeout: float) -> None:
@@ -147,7 +154,12 @@ def wait_ready(rest_port: int, name: str, deadline: float, timeout: float) -> No
     try:
       if httpx.get(f"{url}/v2/health/ready", timeout=5).status_code == 200:
         return
-    except httpx.HTTPError:
+      failed = [s for s in httpx.get(f"{url}/v1/models/{name}", timeout=5).json().get(
+          "model_version_status", []) if s["status"]["error_code"] != "OK"]
+      if failed:
+        raise NotValid("the server could not load the candidate: "
+                       f"{failed[0]['status']['error_message']}")
+    except (httpx.HTTPError, ValueError):
       pass
     time.sleep(0.1)
   status = ""

@@ -496,7 +496,7 @@ def _mark_models(args, base_path: str, rolled_back: Optional[int],
     print(f"(no ML Metadata store at {config.metadata_shown}: the next run's "
           "baseline is not told)")
     return
-  store = metadata.open_store(config.metadata_uri)
+  store = metadata.open_store(config.metadata_uri, readonly=False)
   for version, mark in ((rolled_back, True), (promoted, False)):
     if version is None:
       continue
@@ -530,7 +530,8 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
   serving_dir = os.path.abspath(args.serving_dir or os.path.join(
       args.output_dir, "serving_model", defaults.MODEL_NAME))
   try:
-    result = monitor.run(args.logs, metadata.open_store(config.metadata_uri),
+    result = monitor.run(args.logs, metadata.open_store(config.metadata_uri,
+                                                        readonly=False),
                          args.output_dir, serving_dir, args.max_age_days,
                          pixel_jsd=args.max_pixel_jsd,
                          class_linf=args.max_class_linf,

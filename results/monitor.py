@@ -208,9 +208,7 @@ def anomalies(served: Served, ref: Reference, statistics,
           "divergence" in reason.description.lower():
         found.append(f"{name}: served pixel values differ from the training "
                      f"data's ({reason.description})")
-  shares = np.bincount(served.classes, minlength=features.NUM_CLASSES) / len(served.classes)
-  diffs = np.abs(shares - np.array(ref.label_shares))
-  worst = int(diffs.argmax())
+  shares, diffs, worst = class_distance(served, ref)
   if len(served.classes) < min_requests:
     found.append(f"requests: only {len(served.classes)} served images logged, "
                  f"fewer than {min_requests}: too few to compare (log more, or "
@@ -221,6 +219,13 @@ def anomalies(served: Served, ref: Reference, statistics,
                  f"{worst}: {shares[worst]:.1%} served vs {ref.label_shares[worst]:.1%} "
                  "in training)")
   return found
+
+
+def class_distance(served: Served, ref: Reference):
+  """(served class shares, |served - training| per class, the worst class)."""
+  shares = np.bincount(served.classes, minlength=features.NUM_CLASSES) / len(served.classes)
+  diffs = np.abs(shares - np.array(ref.label_shares))
+  return shares, diffs, int(diffs.argmax())
 
 
 def _serving_environment(schema) -> Optional[str]:
@@ -318,10 +323,17 @@ def run(paths: List[str], store, output_dir: str, serving_dir: str,
            + ", ".join(f"{v} ({n})" for v, n in sorted(served.versions.items())) + ";",
            f"version {newest} is " + (f"{age:.1f} days old" if age is not None
                                       else "of unknown age") + "."]
+  _, diffs, worst = class_distance(served, ref)
+  lines.append(f"Predicted classes vs training labels: L-infinity {diffs[worst]:.3f} "
+               f"(digit {worst}).")
   if served.skipped:
     lines.append("Skipped: " + ", ".join(f"{n} {why}" for why, n in served.skipped.items())
                  + ".")
-  report = write_report(os.path.join(output_dir, MONITOR_DIR), served, ref, found, lines)
+  directory = os.path.join(output_dir, MONITOR_DIR,
+                           time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+  while os.path.exists(directory):  # two checks in one second
+    directory += "+"
+  report = write_report(directory, served, ref, found, lines)
   execution_id = record(store, report, served, found)
   return {"anomalies": found, "summary": " ".join(lines), "report": report,
           "execution_id": execution_id, "requests": int(len(served.classes)),
