@@ -18,7 +18,7 @@ RUN_ARGS ?=
 SERVE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test test-deps serve bench bench-serving bench-scaling soak lock clean
+.PHONY: help setup run test test-deps serve bench bench-serving bench-warmup bench-scaling soak lock clean
 
 help:
 	@echo "make run [MNIST_DIR=dir] [RUN_ARGS='--model basic ...']  set up, then run the pipeline"
@@ -26,6 +26,7 @@ help:
 	@echo "make serve [SERVE_ARGS='--host 0.0.0.0']                serve outputs/serving_model over REST :8501 and gRPC :8500"
 	@echo "make bench MNIST_DIR=dir                                plain Keras vs the pipeline (BENCH_ARGS='--model cnn', '--tune')"
 	@echo "make bench-serving                                      in-process vs REST vs gRPC latency and throughput (after make run)"
+	@echo "make bench-warmup                                       a new version's first request, with and without its warm-up (after make run)"
 	@echo "make soak                                               16 clients for 60 s while a new and a corrupt version appear (after make run)"
 	@echo "make bench-scaling MNIST_DIR=dir                        data components at 10k/35k/70k: in-process, 2 workers, portable"
 	@echo "make lock                                               re-resolve requirements.lock"
@@ -84,6 +85,9 @@ bench-serving: setup
 	@command -v wrk >/dev/null && command -v h2load >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk nghttp2-client >/dev/null; }
 	$(PY) -m bench.serving_bench
+
+bench-warmup: setup
+	$(PY) -m bench.warmup_bench
 
 soak: setup
 	$(PY) -m bench.soak

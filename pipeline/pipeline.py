@@ -160,7 +160,8 @@ def create_pipeline(config: PipelineConfig, data_dir: Union[str, Any],
                        "code": code_fingerprint(TUNER_FN.rsplit(".", 1)[0])})
     searched = [holdout, tuner]
 
-  # Fits the configured (or best searched) model on the whole train split;
+  # Fits the configured (or best searched) model on the train split, less a
+  # hold-out it validates on (never the test split: eval_args is `train`);
   # exports the SavedModel with the Transform graph inside.
   trainer = tfx.components.Trainer(
       run_fn=RUN_FN, examples=examples, schema=schema,
@@ -168,8 +169,9 @@ def create_pipeline(config: PipelineConfig, data_dir: Union[str, Any],
       hyperparameters=(searched[-1].outputs["best_hyperparameters"]
                        if searched else None),
       train_args=tfx.proto.TrainArgs(splits=[features.TRAIN_SPLIT]),
-      eval_args=tfx.proto.EvalArgs(splits=[features.EVAL_SPLIT]),
+      eval_args=tfx.proto.EvalArgs(splits=[features.TRAIN_SPLIT]),
       custom_config={"hyperparameters": hp.to_dict(),
+                     "validation_share": config.validation_share,
                      "code": code_fingerprint(RUN_FN.rsplit(".", 1)[0])})
 
   # The last blessed model, for the no-regression check.

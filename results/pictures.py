@@ -85,7 +85,8 @@ def plot_training(history: Dict[str, Any], path: str) -> str:
   epochs_data = history["epochs"]
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   for ax, metric in zip(axes, ("loss", "accuracy")):
-    for key, label in ((metric, "train"), (f"val_{metric}", "eval")):
+    for key, label in ((metric, "train"), (f"val_{metric}", "validation (held out "
+                                                            "of train)")):
       if key in epochs_data:
         values = epochs_data[key]
         ax.plot(range(1, len(values) + 1), values, marker="o", label=label)

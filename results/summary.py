@@ -131,6 +131,7 @@ def build(config: PipelineConfig, data_dir: str, total_seconds: float,
       "component_seconds": {}, "component_status": {},
       "total_seconds": round(total_seconds, 1),
       "train_examples": None, "eval_examples": None,
+      "fit_examples": None, "validation_examples": None,
       "data_dir": data_dir, "data_sha256": None, "data_content_sha256": None,
       "run_id": None, "artifacts": {}, "log": log_path,
   }
@@ -189,6 +190,10 @@ def build(config: PipelineConfig, data_dir: str, total_seconds: float,
   trained = trained_hyperparameters(model_run.uri) if model_run else None
   if trained is not None:  # what was trained: the Tuner's choice, if any
     summary["hyperparameters"] = trained.resolved()
+  history = training_history(model_run.uri) if model_run else {}
+  if history.get("validation_examples") is not None:
+    summary["fit_examples"] = history.get("train_examples")
+    summary["validation_examples"] = history["validation_examples"]
   tuner_results = _first(nodes, "Tuner", "tuner_results")
   if tuner_results is not None:
     summary["tuning"] = _tuning(config, tuner_results.uri, nodes)
@@ -226,14 +231,23 @@ def component_time(summary: Dict[str, Any], node: str) -> str:
   return f"{made:.1f}s (cached)" if made is not None else "cached"
 
 
-def trained_hyperparameters(model_run_uri: str):
-  """The hyperparameters the Trainer recorded (None: not there or unreadable)."""
-  from components.models import Hyperparameters  # pylint: disable=g-import-not-at-top
+def training_history(model_run_uri: str) -> Dict[str, Any]:
+  """What the Trainer recorded ({} when it is not there or unreadable)."""
   from mnist_tfx.defaults import HISTORY_FILE  # pylint: disable=g-import-not-at-top
   try:
     with open(os.path.join(model_run_uri, HISTORY_FILE), encoding="utf-8") as f:
-      return Hyperparameters.from_dict(json.load(f)["hyperparameters"])
-  except (OSError, ValueError, KeyError, TypeError):
+      found = json.load(f)
+    return found if isinstance(found, dict) else {}
+  except (OSError, ValueError):
+    return {}
+
+
+def trained_hyperparameters(model_run_uri: str):
+  """The hyperparameters the Trainer recorded (None: not there or unreadable)."""
+  from components.models import Hyperparameters  # pylint: disable=g-import-not-at-top
+  try:
+    return Hyperparameters.from_dict(training_history(model_run_uri)["hyperparameters"])
+  except (ValueError, KeyError, TypeError):
     return None
 
 
@@ -349,7 +363,10 @@ def render(summary: Dict[str, Any], with_status: bool = True,
     lines.append(f"Model: {summary['model']} "
                  f"(hidden layers {summary['hyperparameters']['hidden_units']}), "
                  f"{summary['train_examples']} train / "
-                 f"{summary['eval_examples']} eval examples")
+                 f"{summary['eval_examples']} eval examples" + (
+                     f" (fit on {summary['fit_examples']}, {summary['validation_examples']}"
+                     " held out of train to validate on)"
+                     if summary.get("validation_examples") else ""))
     if summary.get("tuning"):
       lines.append(search_line(summary["tuning"]))
     baseline = summary["baseline_accuracy"]

@@ -79,3 +79,28 @@ def as_tensor(array: np.ndarray) -> tf.Tensor:
       and array.ctypes.data % _ALIGN == 0 and array.dtype.isnative):
     return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
   return tf.constant(array)
+
+
+def hold_out_in_place(x: np.ndarray, y: np.ndarray, share: float) -> int:
+  """Moves a validation share of the rows to the end; the rows to fit on.
+
+  Training validates on records it does not fit, held out of the train
+  split (the test split is the Evaluator's alone). A row is held out when
+  the SHA-256 of its pixels falls below the share (as HoldOutValidation
+  decides for the Tuner): deterministic and independent of the order.
+  The rows are swapped in place, so fit and validation parts are views of
+  the one array (`x[:n]`, `x[n:]`): no second copy of the split.
+  """
+  from components.holdout import is_validation  # pylint: disable=g-import-not-at-top
+  held = np.fromiter((is_validation(row.tobytes(), share) for row in x),
+                     dtype=bool, count=len(x))
+  n_fit = int(len(x) - held.sum())
+  if n_fit == 0 or n_fit == len(x):
+    raise ValueError(f"holding out {share:.0%} of {len(x)} training records leaves "
+                     f"{'nothing to fit on' if n_fit == 0 else 'no validation record'}; "
+                     "change the validation share or use more data")
+  front = np.flatnonzero(held[:n_fit])  # held-out rows in the fit part ...
+  back = n_fit + np.flatnonzero(~held[n_fit:])  # ... and fit rows behind it
+  x[front], x[back] = x[back], x[front].copy()
+  y[front], y[back] = y[back], y[front].copy()
+  return n_fit

@@ -131,7 +131,24 @@ class ServingModule(tf.Module):
     return self._predict_raw(tf.io.parse_example(examples, self._raw_spec))
 
 
+class NonFiniteWeights(ValueError):
+  """A weight holds NaN or Inf: such a model answers NaN, so it is not exported."""
+
+
+def check_finite(model) -> None:
+  """Raises NonFiniteWeights naming the first weight that is not finite."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  for weight in model.weights:
+    value = np.asarray(getattr(weight, "value", weight))
+    if not np.isfinite(value).all():
+      bad = int((~np.isfinite(value)).sum())
+      raise NonFiniteWeights(f"weight {weight.name} {list(value.shape)} holds "
+                             f"{bad} NaN or Inf value(s): the model is not exported")
+
+
 def export(model, tft_output, path: str) -> None:
+  """Writes the serving SavedModel; refuses a model with non-finite weights."""
+  check_finite(model)
   module = ServingModule(model, tft_output)
   tf.saved_model.save(module, path, signatures={
       features.SERVING_SIGNATURE: module.serve_images.get_concrete_function(),

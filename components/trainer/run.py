@@ -24,7 +24,7 @@ from tfx import v1 as tfx
 from components import tuning
 from components.models import Hyperparameters, build_model
 from components.trainer import callbacks, export, multi_worker
-from components.trainer.data import as_tensor, load_split
+from components.trainer.data import as_tensor, hold_out_in_place, load_split
 from mnist_tfx import defaults
 from mnist_tfx.speedups import malloc
 
@@ -54,11 +54,14 @@ def _train(fn_args: tfx.components.FnArgs) -> None:
     _LOG.info("the Tuner's best trial: %s", tuning.describe(hp))
   keras.utils.set_random_seed(hp.seed)
   tft_output = tft.TFTransformOutput(fn_args.transform_output)
-  x_train, y_train = load_split(fn_args.train_files, fn_args.data_accessor,
-                                tft_output)
-  x_eval, y_eval = load_split(fn_args.eval_files, fn_args.data_accessor,
-                              tft_output)
-  _LOG.info("loaded %d train and %d eval examples", len(x_train), len(x_eval))
+  # Validation during training is a hold-out of the train split: the test
+  # split is the Evaluator's alone (the Trainer's eval_args name `train`).
+  x_all, y_all = load_split(fn_args.train_files, fn_args.data_accessor, tft_output)
+  share = fn_args.custom_config.get("validation_share", defaults.VALIDATION_SHARE)
+  n_fit = hold_out_in_place(x_all, y_all, share)
+  x_train, y_train, x_eval, y_eval = x_all[:n_fit], y_all[:n_fit], x_all[n_fit:], y_all[n_fit:]
+  _LOG.info("loaded %d train examples: fitting on %d, validating on %d held out",
+            len(x_all), len(x_train), len(x_eval))
   steps_per_epoch = -(-len(x_train) // hp.batch_size)
   if hp.distribution == "multi_worker_mirrored" and "TF_CONFIG" not in os.environ:
     # No cluster described: a chief and a worker here (see multi_worker).
@@ -85,6 +88,7 @@ def _train(fn_args: tfx.components.FnArgs) -> None:
                          "w") as f:
     json.dump({"hyperparameters": hp.to_dict(),
                "train_examples": int(len(x_train)),
-               "eval_examples": int(len(x_eval)),
+               "validation_examples": int(len(x_eval)),
+               "validation": f"{share:.0%} of the train split, held out",
                "epochs": {k: [float(v) for v in vs]
                           for k, vs in history.history.items()}}, f, indent=1)
