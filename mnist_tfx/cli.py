@@ -37,7 +37,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_DRIFTED = 4
 _CONFIG_FLAGS = ("data_dir", "output_dir", "pipeline_root", "metadata_path",
                  "metadata_server",
-                 "serving_dir", "min_accuracy", "max_regression", "tune_trials",
+                 "serving_dir", "min_accuracy", "max_regression",
+                 "min_class_accuracy", "max_class_regression", "tune_trials",
                  "tune_minutes", "validation_share")
 
 
@@ -149,12 +150,17 @@ def _add_config_args(p: argparse.ArgumentParser, local: bool = True) -> None:
                  help="share of the training records held out to select on; "
                  f"the test split is never searched on ({defaults.VALIDATION_SHARE})")
   e = p.add_argument_group("blessing")
-  e.add_argument("--min-accuracy", type=float,
-                 help="absolute bound (default: " + ", ".join(
-                     f"{n} {a.min_accuracy}" for n, a in MODELS.items()) + ")")
-  e.add_argument("--max-regression", type=float,
-                 help="accuracy the candidate may lose against the last "
-                 f"blessed model ({defaults.MAX_REGRESSION})")
+  for what, field, regression, default in (
+      ("the overall", "min_accuracy", "accuracy the candidate may lose against the "
+       "last blessed model", defaults.MAX_REGRESSION),
+      ("each digit's", "min_class_accuracy", "accuracy any one digit may lose "
+       "against the last blessed model's on that digit", defaults.MAX_CLASS_REGRESSION)):
+    flag = field.replace("_", "-")
+    e.add_argument(f"--{flag}", type=float, help=f"bound on {what} accuracy "
+                   "(default: " + ", ".join(f"{n} {getattr(a, field)}"
+                                            for n, a in MODELS.items()) + ")")
+    e.add_argument("--" + flag.replace("min", "max").replace("accuracy", "regression"),
+                   type=float, help=f"{regression} ({default})")
   x = p.add_argument_group("execution")
   x.add_argument("--beam-arg", action="append", dest="beam_args",
                  metavar="ARG", help="Beam pipeline option, repeatable "

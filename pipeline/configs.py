@@ -39,6 +39,8 @@ class PipelineConfig:
       default_factory=Hyperparameters)
   min_accuracy: Optional[float] = None  # None: the architecture's default
   max_regression: float = defaults.MAX_REGRESSION
+  min_class_accuracy: Optional[float] = None  # every digit's; None: the architecture's
+  max_class_regression: float = defaults.MAX_CLASS_REGRESSION
   # Data validation of the label distribution (see components.data_validation).
   min_label_share: float = defaults.MIN_LABEL_SHARE
   max_label_drift: float = defaults.MAX_LABEL_DRIFT
@@ -59,9 +61,11 @@ class PipelineConfig:
     if self.runner not in RUNNERS:
       raise ConfigError(f"unknown runner {self.runner!r}; choose from "
                         f"{', '.join(RUNNERS)}")
-    if self.min_accuracy is not None and not 0 <= self.min_accuracy <= 1:
-      raise ConfigError("min_accuracy must be between 0 and 1")
-    for name in ("max_regression", "min_label_share", "max_label_drift"):
+    for name in ("min_accuracy", "min_class_accuracy"):
+      if getattr(self, name) is not None and not 0 <= getattr(self, name) <= 1:
+        raise ConfigError(f"{name} must be between 0 and 1")
+    for name in ("max_regression", "max_class_regression", "min_label_share",
+                 "max_label_drift"):
       if not 0 <= getattr(self, name) <= 1:
         raise ConfigError(f"{name} must be between 0 and 1")
     if self.metadata_server is not None:
@@ -129,6 +133,20 @@ class PipelineConfig:
     if self.min_accuracy is not None:
       return self.min_accuracy
     return self.hyperparameters.architecture.min_accuracy
+
+  @property
+  def effective_min_class_accuracy(self) -> float:
+    if self.min_class_accuracy is not None:
+      return self.min_class_accuracy
+    return self.hyperparameters.architecture.min_class_accuracy
+
+  @property
+  def bounds(self) -> Dict[str, float]:
+    """The blessing bounds, as `components.evaluation.thresholds` reads them back."""
+    return {"min_accuracy": self.effective_min_accuracy,
+            "max_regression": self.max_regression,
+            "min_class_accuracy": self.effective_min_class_accuracy,
+            "max_class_regression": self.max_class_regression}
 
   def to_dict(self) -> Dict[str, Any]:
     d = dataclasses.asdict(self)

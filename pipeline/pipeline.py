@@ -182,8 +182,7 @@ def create_pipeline(config: PipelineConfig, data_dir: Union[str, Any],
       examples=examples, model=trainer.outputs["model"],
       baseline_model=model_resolver.outputs[baseline.MODEL_KEY],
       example_splits=[features.EVAL_SPLIT],
-      eval_config=evaluation.eval_config(config.effective_min_accuracy,
-                                         config.max_regression))
+      eval_config=evaluation.eval_config(**config.bounds))
 
   # The blessed candidate on the real server (`mnist-tfx serve`, its own
   # process): loads, warms, and answers REST and gRPC as the SavedModel does.

@@ -208,23 +208,9 @@ def runs(store: Store, dead: Callable[[int], bool] = lambda execution_id: False
 
 def _why(graph: _Graph, evaluator: int, result) -> str:
   """Why the Evaluator blessed the model or not, against its own bounds."""
-  from components.evaluation import thresholds  # pylint: disable=g-import-not-at-top
-  bound = thresholds(_property(graph.executions[evaluator], "eval_config"))
-  low, regression = bound["min_accuracy"], bound["max_regression"]
-  base = result.baseline_accuracy
-  if result.blessed:
-    text = f"accuracy {result.accuracy:.4f} >= {low}"
-    if base is not None:
-      text += f", within {regression} of the baseline's {base:.4f}"
-    return text
-  reasons = []
-  if low is not None and result.accuracy < low:
-    reasons.append(f"accuracy {result.accuracy:.4f} is below the bound {low}")
-  if base is not None and regression is not None and (
-      result.accuracy - base < -regression):
-    reasons.append(f"accuracy {result.accuracy:.4f} is more than {regression} "
-                   f"below the baseline's {base:.4f}")
-  return "; ".join(reasons or result.failures)
+  from components.evaluation import blessing_reason, thresholds  # pylint: disable=g-import-not-at-top
+  return blessing_reason(result, thresholds(
+      _property(graph.executions[evaluator], "eval_config")), "the baseline's")
 
 
 def _pusher_of(graph: _Graph, version: Optional[int]) -> Tuple[int, int]:
@@ -324,7 +310,11 @@ def render_lineage(chain: Dict[str, Any]) -> str:
            f"  pushed:     {at(chain['push'])}",
            f"  blessing:   {'blessed' if b['blessed'] else 'not blessed'}, accuracy "
            f"{b['accuracy']} (bounds: >= {b['thresholds']['min_accuracy']}, at most "
-           f"{b['thresholds']['max_regression']} below the baseline); {at(b)}"]
+           f"{b['thresholds']['max_regression']} below the baseline"
+           + (f"; each digit >= {b['thresholds']['min_class_accuracy']}, at most "
+              f"{b['thresholds']['max_class_regression']} below its own"
+              if b['thresholds'].get('min_class_accuracy') is not None else "")
+           + f"); {at(b)}"]
   if b["baseline"]:
     lines.append(f"  baseline:   accuracy {b['baseline']['accuracy']}; {at(b['baseline'])}")
   else:

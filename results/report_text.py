@@ -12,7 +12,10 @@ def table(view: RunView) -> str:
   e, s = view.evaluation, view.summary
   baseline = e.baseline_per_class_accuracy or {}
   lines = [f"Model {s['model']} (hidden layers {s['hyperparameters']['hidden_units']}, "
-           f"{s.get('train_examples')} train examples): accuracy {e.accuracy:.4f} on "
+           f"{s.get('train_examples')} train examples" + (
+               f", fit on {s['fit_examples']} and {s['validation_examples']} held out"
+               if s.get("validation_examples") else "") +
+           f"): accuracy {e.accuracy:.4f} on "
            f"{e.example_count} eval examples" + (f" (last blessed model: {e.baseline_accuracy:.4f}, "
                               f"{e.accuracy - e.baseline_accuracy:+.4f})"
                               if e.baseline_accuracy is not None else "")]

@@ -278,24 +278,7 @@ def _tuning(config: PipelineConfig, results_uri: str,
 
 def _blessing_reason(config: PipelineConfig,
                      result: evaluation.Evaluation) -> str:
-  bound = config.effective_min_accuracy
-  if result.blessed:
-    reason = f"accuracy {result.accuracy:.4f} >= {bound}"
-    if result.baseline_accuracy is not None:
-      reason += (f" and not more than {config.max_regression} below the last "
-                 f"blessed model's {result.baseline_accuracy:.4f}")
-    else:
-      reason += " (no blessed model to compare with yet)"
-    return reason
-  reasons: List[str] = []
-  if result.accuracy < bound:
-    reasons.append(f"accuracy {result.accuracy:.4f} is below the bound {bound}")
-  if (result.baseline_accuracy is not None and
-      result.accuracy - result.baseline_accuracy < -config.max_regression):
-    reasons.append(f"accuracy {result.accuracy:.4f} is more than "
-                   f"{config.max_regression} below the last blessed model's "
-                   f"{result.baseline_accuracy:.4f}")
-  return "; ".join(reasons or result.failures or ["TFMA validation failed"])
+  return evaluation.blessing_reason(result, config.bounds)
 
 
 def write(summary: Dict[str, Any], path: str) -> None:

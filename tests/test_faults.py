@@ -20,7 +20,7 @@ import tensorflow as tf
 from components import features, pusher
 from components.model_layout import SAVED_MODEL, versions
 from results import metadata
-from tests import tiny_mnist
+from tests import pushed_model, tiny_mnist
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _FAST = ["--epochs", "1", "--min-accuracy", "0.5", "--no-report"]
@@ -102,8 +102,7 @@ def _assert_serves_the_reported_model(out, data_dir):
   base = os.path.dirname(summary["pushed_model_path"])
   latest = versions(base)[max(versions(base))]
   assert latest == summary["pushed_model_path"]
-  reported = os.path.join(summary["artifacts"]["Trainer.model"], pusher.SERVING_SUBDIR)
-  assert pusher.content_digest(latest) == pusher.content_digest(reported)
+  pushed_model.assert_is_reported(latest, summary)
   # ... and it classifies the tiny learnable data.
   _, _ = data_dir, None
   labels = np.arange(50) % 10

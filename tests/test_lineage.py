@@ -60,7 +60,9 @@ def test_lineage_links_are_the_real_artifacts(two_runs):
   assert chain["blessing"]["artifact"] == _artifact_id(store, art["Evaluator.blessing"])
   assert chain["blessing"]["accuracy"] == pytest.approx(second["accuracy"])
   assert chain["blessing"]["thresholds"] == {"min_accuracy": 0.95,
-                                            "max_regression": 0.001}
+                                            "max_regression": 0.001,
+                                            "min_class_accuracy": 0.9,
+                                            "max_class_regression": 0.01}
   baseline = chain["blessing"]["baseline"]
   assert baseline["artifact"] == _artifact_id(store, first["artifacts"]["Trainer.model"])
   assert baseline["run"] == first["run_id"]

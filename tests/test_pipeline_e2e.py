@@ -18,8 +18,7 @@ from components import evaluation, features, idx, pusher
 from mnist_tfx import speedups
 from pipeline import local_runner
 from pipeline.configs import PipelineConfig, with_overrides
-from serving import warmup
-from tests import tiny_mnist
+from tests import pushed_model, tiny_mnist
 
 # Every node that executes, in data-flow order (the resolver resolves).
 EXECUTED = ["IdxExampleGen", "StatisticsGen", "CuratedSchemaGen", "ExampleValidator",
@@ -106,16 +105,7 @@ def test_blessed_model_is_pushed_in_tf_serving_layout(first, config):
   assert np.mean(out[features.CLASSES_KEY].numpy() == labels) >= 0.9
   # Pushed: the infra validator's copy of the Trainer's model, which adds
   # the warm-up requests and nothing else.
-  reported = os.path.join(first["artifacts"]["Trainer.model"], pusher.SERVING_SUBDIR)
-  stamped = os.path.join(first["artifacts"]["ServingInfraValidator.blessing"],
-                         pusher.STAMPED_MODEL)
-  assert pusher.content_digest(path) == pusher.content_digest(stamped)
-  assert _files(path) - _files(reported) == {warmup.WARMUP_FILE, pusher.PUSH_RECORD}
-  for rel in _files(reported):
-    with open(os.path.join(path, rel), "rb") as a, open(os.path.join(reported, rel),
-                                                        "rb") as b:
-      assert a.read() == b.read(), rel
-  assert len(warmup.read(path)) == 3 * warmup.EXAMPLES  # each signature
+  pushed_model.assert_is_reported(path, first)
 
 
 def test_the_candidate_was_served_before_the_push(first):
@@ -123,11 +113,6 @@ def test_the_candidate_was_served_before_the_push(first):
   assert "answered over REST and gRPC as by the SavedModel" in first["infra_reason"]
   blessing = first["artifacts"]["ServingInfraValidator.blessing"]
   assert os.path.exists(os.path.join(blessing, "INFRA_BLESSED"))
-
-
-def _files(root):
-  return {os.path.relpath(os.path.join(d, n), root)
-          for d, _, names in os.walk(root) for n in names}
 
 
 def test_summary_json_has_the_promised_fields(first, config):
