@@ -18,13 +18,12 @@ not blessed, with the reason.
 
 import base64
 import contextlib
-import glob
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Dict, Iterator, List, Tuple
 
@@ -34,7 +33,7 @@ from tfx import v1 as tfx
 from components import features
 from components.model_layout import SAVED_MODEL
 
-from components.pusher import SERVING_SUBDIR, STAMPED_MODEL
+from components.pusher import SERVING_SUBDIR, STAMPED_MODEL, copy_tree
 TIMEOUT_SECONDS = 120.0
 # Answers may differ by float rounding at most (one process vs another).
 TOLERANCE = 1e-6
@@ -48,8 +47,8 @@ class NotValid(Exception):
 def train_examples(examples_uri: str, count: int) -> List[bytes]:
   """The first `count` serialized examples of the train split."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{features.TRAIN_SPLIT}",
-                                        "*.gz")))
+  files = sorted(tf.io.gfile.glob(os.path.join(
+      examples_uri, f"Split-{features.TRAIN_SPLIT}", "*.gz")))
   if not files:
     raise NotValid(f"no train examples under {examples_uri}")
   dataset = tf.data.TFRecordDataset(files[:1], compression_type="GZIP").take(count)
@@ -59,9 +58,7 @@ def train_examples(examples_uri: str, count: int) -> List[bytes]:
 def stamp(model_dir: str, destination: str, examples: List[bytes], name: str):
   """The candidate copied to `destination` with its warm-up file; the requests."""
   from serving import warmup  # pylint: disable=g-import-not-at-top
-  if os.path.exists(destination):
-    shutil.rmtree(destination)
-  shutil.copytree(model_dir, destination)
+  copy_tree(model_dir, destination)
   requests = warmup.requests_for(examples, name)
   warmup.write(destination, requests)
   return requests
@@ -226,24 +223,30 @@ def compare(requests, own: List[Dict], served: List[Tuple[str, Dict]]) -> float:
 
 def validate(model_dir: str, examples_uri: str, work_dir: str, name: str,
              timeout: float) -> Dict[str, Any]:
-  """Stamps the candidate, serves it, queries it: what the blessing records."""
+  """Stamps the candidate, serves it, queries it: what the blessing records.
+
+  The server reads a local copy (in a temp dir), whatever file system the
+  artifacts are on; the stamped model lands in `work_dir` (the blessing's
+  URI, local or gs://) only once it has been validated.
+  """
   from serving import warmup  # pylint: disable=g-import-not-at-top
   started = time.monotonic()
-  stamped = os.path.join(work_dir, STAMPED_MODEL)
-  base = os.path.join(work_dir, "serving", name)
-  os.makedirs(base, exist_ok=True)
-  # The server starts (TensorFlow's import: seconds) while the candidate
-  # is stamped and its own answers computed here.
-  with server(base, name, timeout) as (rest_port, grpc_port):
-    requests = stamp(model_dir, stamped, train_examples(examples_uri,
-                                                        warmup.EXAMPLES), name)
-    shutil.copytree(stamped, os.path.join(base, ".staging"))
-    os.rename(os.path.join(base, ".staging"), os.path.join(base, "1"))
-    own = expected(stamped, requests)
-    wait_ready(rest_port, name, started + timeout, timeout)
-    served = query(rest_port, grpc_port, requests)
-  worst = compare(requests, own, served)
-  shutil.rmtree(os.path.join(work_dir, "serving"), ignore_errors=True)
+  with tempfile.TemporaryDirectory(prefix="mnist-tfx-infra-") as local:
+    stamped = os.path.join(local, STAMPED_MODEL)
+    base = os.path.join(local, "serving", name)
+    os.makedirs(base)
+    # The server starts (TensorFlow's import: seconds) while the candidate
+    # is stamped and its own answers computed here.
+    with server(base, name, timeout) as (rest_port, grpc_port):
+      requests = stamp(model_dir, stamped, train_examples(examples_uri,
+                                                          warmup.EXAMPLES), name)
+      # saved_model.pb last: the server never loads a version half copied.
+      copy_tree(stamped, os.path.join(base, "1"), last=SAVED_MODEL)
+      own = expected(stamped, requests)
+      wait_ready(rest_port, name, started + timeout, timeout)
+      served = query(rest_port, grpc_port, requests)
+    worst = compare(requests, own, served)
+    copy_tree(stamped, os.path.join(work_dir, STAMPED_MODEL), last=SAVED_MODEL)
   return {"requests": len(requests), "max_difference": worst,
           "seconds": time.monotonic() - started}
 
@@ -265,8 +268,9 @@ def ServingInfraValidator(  # pylint: disable=invalid-name
   if model_blessing.get_int_custom_property("blessed") != 1:
     _bless(blessing, False, "not blessed by the Evaluator: not validated")
     return
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   source = os.path.join(model.uri, SERVING_SUBDIR)
-  if not os.path.exists(os.path.join(source, SAVED_MODEL)):
+  if not tf.io.gfile.exists(os.path.join(source, SAVED_MODEL)):
     _bless(blessing, False, f"no SavedModel at {source}")
     return
   try:
@@ -282,14 +286,11 @@ def ServingInfraValidator(  # pylint: disable=invalid-name
 
 def _bless(blessing, blessed: bool, reason: str) -> None:
   """TFX's InfraBlessing: the `blessed` property and its marker file."""
-  os.makedirs(blessing.uri, exist_ok=True)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.io.gfile.makedirs(blessing.uri)
   marker = "INFRA_BLESSED" if blessed else "INFRA_NOT_BLESSED"
-  with open(os.path.join(blessing.uri, marker), "w", encoding="utf-8") as f:
+  with tf.io.gfile.GFile(os.path.join(blessing.uri, marker), "w") as f:
     f.write(reason + "\n")
   blessing.set_int_custom_property("blessed", int(blessed))
   blessing.set_string_custom_property("reason", reason)
 
-
-def stamped_model(blessing) -> str:
-  """Where a blessing holds the model with its warm-up file."""
-  return os.path.join(blessing.uri, STAMPED_MODEL)

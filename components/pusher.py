@@ -107,7 +107,7 @@ def push_lock(base_dir: str) -> Iterator[None]:
     os.close(fd)
 
 
-def _copy_tree(src: str, dst: str, last: Optional[str] = None) -> None:
+def copy_tree(src: str, dst: str, last: Optional[str] = None) -> None:
   """Copies a directory tree; the file named `last` (at the top) goes last."""
   gfile = _gfile()
   deferred = None
@@ -140,7 +140,7 @@ def push(model_dir: str, base_dir: str, record: Dict[str, object]) -> str:
   staging = (os.path.join(base_dir, f"{STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
              if local else final)
   try:
-    _copy_tree(model_dir, staging, last=SAVED_MODEL)
+    copy_tree(model_dir, staging, last=SAVED_MODEL)
     gfile.makedirs(os.path.join(staging, os.path.dirname(PUSH_RECORD)))
     with gfile.GFile(os.path.join(staging, PUSH_RECORD), "w") as f:
       json.dump(dict(record, version=version), f, indent=1)

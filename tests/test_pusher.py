@@ -106,6 +106,6 @@ def test_saved_model_pb_is_copied_last(tmp_path, monkeypatch):
   real_copy = tf.io.gfile.copy
   monkeypatch.setattr(tf.io.gfile, "copy", lambda src, dst, overwrite=False: (
       order.append(os.path.basename(src)), real_copy(src, dst, overwrite)))
-  pusher._copy_tree(_model_dir(tmp_path), str(tmp_path / "out"),
+  pusher.copy_tree(_model_dir(tmp_path), str(tmp_path / "out"),
                     last="saved_model.pb")
   assert order[-1] == "saved_model.pb" and len(order) == 2
