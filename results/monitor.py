@@ -138,13 +138,14 @@ def reference(store) -> Reference:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from components import data_validation  # pylint: disable=g-import-not-at-top
 
-  def newest(type_name):
-    found = store.get_artifacts_by_type(type_name)
+  def newest(type_name, keep=lambda a: True):
+    found = [a for a in store.get_artifacts_by_type(type_name) if keep(a)]
     live = [a for a in found if a.state == a.LIVE] or found
     return max(live, key=lambda a: a.id) if live else None
 
-  stats, schema, examples = (newest(t) for t in ("ExampleStatistics", "Schema",
-                                                 "Examples"))
+  stats, schema = newest("ExampleStatistics"), newest("Schema")
+  # ExampleGen's examples (they carry the label counts), not a hold-out's.
+  examples = newest("Examples", lambda a: "idx_files" in a.custom_properties)
   if stats is None or schema is None or examples is None:
     raise MonitorError("no training run in this ML Metadata store (statistics, "
                        "schema and examples are needed): run the pipeline first")

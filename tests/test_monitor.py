@@ -150,3 +150,17 @@ def test_other_requests_are_skipped_and_counted(run_dir, tmp_path):
   served = monitor.read_served([str(tmp_path)])
   assert len(served.classes) == 60
   assert served.skipped == {"not an MNIST predict request and response": 1}
+
+
+def test_the_reference_is_example_gens_examples_not_a_hold_out(run_dir, tmp_path):
+  """A --tune run adds HoldOutValidation's Examples (no label counts) after
+  ExampleGen's: the reference stays ExampleGen's."""
+  path = tmp_path / "metadata.sqlite"
+  shutil.copy(os.path.join(run_dir, "metadata.sqlite"), path)
+  store = metadata.open_store(str(path), readonly=False)
+  from ml_metadata.proto import metadata_store_pb2 as mlmd
+  examples_type = store.get_artifact_type("Examples")
+  store.put_artifacts([mlmd.Artifact(type_id=examples_type.id, uri=str(tmp_path / "held"),
+                                     state=mlmd.Artifact.LIVE)])
+  ref = monitor.reference(store)
+  assert abs(sum(ref.label_shares) - 1) < 1e-9 and ref.examples_uri != str(tmp_path / "held")
