@@ -25,6 +25,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from components.model_layout import versions
+from serving import metrics as metrics_lib
 
 _LOG = logging.getLogger(__name__)
 
@@ -141,10 +142,10 @@ class ModelStore:
     try:
       model = self._loader(path)
     except Exception:
-      self._count(":tensorflow:cc:saved_model:load_attempt_count", (path, "fail"))
+      self._count(metrics_lib.LOAD_ATTEMPTS, (path, "fail"))
       raise
-    self._count(":tensorflow:cc:saved_model:load_attempt_count", (path, "success"))
-    self._count(":tensorflow:cc:saved_model:load_latency", (path,),
+    self._count(metrics_lib.LOAD_ATTEMPTS, (path, "success"))
+    self._count(metrics_lib.LOAD_LATENCY, (path,),
                 (time.perf_counter() - started) * 1e6)
     if self._warmup is not None:
       started = time.perf_counter()
@@ -155,7 +156,7 @@ class ModelStore:
         raise
       if records:
         self._observe_warmup(path, "OK", started)
-        self._count(":tensorflow:serving:model_warmup_records_read", (path, "OK"),
+        self._count(metrics_lib.WARMUP_RECORDS, (path, "OK"),
                     records)
     return Servable(version, path, model, dict(model.signatures))
 
@@ -165,7 +166,7 @@ class ModelStore:
 
   def _observe_warmup(self, path: str, status: str, started: float) -> None:
     if self.metrics is not None:
-      self.metrics.observe(":tensorflow:serving:model_warmup_latency",
+      self.metrics.observe(metrics_lib.WARMUP_LATENCY,
                            (path, status), (time.perf_counter() - started) * 1e6)
 
   def refresh(self) -> None:
@@ -199,7 +200,7 @@ class ModelStore:
       serving = {v: s for v, s in serving.items() if v in kept}
       for version in set(self._serving) - set(serving):
         self._status[version] = VersionStatus(version, "END")
-        self._count("mnist_tfx_serving_model_unload_count", (self.name,))
+        self._count(metrics_lib.UNLOADS, (self.name,))
       self._serving = serving  # the swap: one reference assignment
       if self.metrics is not None:
         self.metrics.set_versions(self.name, {v: s.state for v, s in self._status.items()})

@@ -230,17 +230,20 @@ class ConfigWatcher:
             "the server for another model")
       self.store.configure(new.policy, new.labels)
     except (model_config.ConfigFileError, ServingError) as e:
-      self.store.metrics and self.store.metrics.count(
-          "mnist_tfx_serving_model_config_reload_count", ("refused",))
+      self._count("refused")
       _LOG.warning("model config %s refused, the previous one keeps serving: %s",
                    self.path, getattr(e, "message", None) or e)
       return f"refused: {getattr(e, 'message', None) or e}"
     self.config = new
-    self.store.metrics and self.store.metrics.count(
-        "mnist_tfx_serving_model_config_reload_count", ("OK",))
+    self._count("OK")
     _LOG.warning("model config %s applied: labels %s, versions %s", self.path,
                  new.labels or "none", _policy_text(new.policy))
     return "OK"
+
+  def _count(self, status: str) -> None:
+    from serving import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+    if self.store.metrics is not None:
+      self.store.metrics.count(metrics_lib.CONFIG_RELOADS, (status,))
 
   def _poll(self) -> None:
     while not self._stop.wait(self._poll_seconds):
