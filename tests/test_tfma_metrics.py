@@ -85,17 +85,22 @@ def test_matrices_without_its_threshold_are_a_clear_error():
     derived.result({matrices.keys[0]: {0.5: {}}})
 
 
-def test_blessing_thresholds_apply_to_the_overall_slice_only():
+def test_each_blessing_bound_applies_to_its_own_slices():
+  """The overall bounds on the overall slice only, the per-digit bounds on
+  the label slices only: a plain `threshold` would apply one bound to all."""
   from components import evaluation
-  config = evaluation.eval_config(min_accuracy=0.9, max_regression=0.001)
+  config = evaluation.eval_config(min_accuracy=0.9, max_regression=0.001,
+                                  min_class_accuracy=0.8, max_class_regression=0.02)
   (accuracy,) = [m for spec in config.metrics_specs for m in spec.metrics
                  if m.class_name == "MultiClassAccuracy"]
   assert not accuracy.HasField("threshold")
-  (scoped,) = accuracy.per_slice_thresholds
-  assert len(scoped.slicing_specs) == 1
-  assert not scoped.slicing_specs[0].feature_keys  # the overall slice
-  assert scoped.threshold.value_threshold.lower_bound.value == 0.9
-  assert scoped.threshold.change_threshold.absolute.value == -0.001
+  overall, per_digit = accuracy.per_slice_thresholds
+  for scoped, keys, low, change in ((overall, [], 0.9, -0.001),
+                                    (per_digit, ["label"], 0.8, -0.02)):
+    assert len(scoped.slicing_specs) == 1
+    assert list(scoped.slicing_specs[0].feature_keys) == keys
+    assert scoped.threshold.value_threshold.lower_bound.value == low
+    assert scoped.threshold.change_threshold.absolute.value == change
 
 
 # The inputs TFMA builds for this project's model: an int64 label of shape
