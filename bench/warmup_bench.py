@@ -10,7 +10,6 @@ GOAL_RATIO times a warmed steady one (exit 1 otherwise).
 
 import argparse
 import os
-import re
 import signal
 import statistics
 import subprocess
@@ -21,6 +20,7 @@ from typing import Dict, List
 import numpy as np
 
 from mnist_tfx import defaults
+from serving.server import announced_ports
 
 ROUNDS = 3
 STEADY = 20
@@ -37,15 +37,14 @@ def _serve(base: str, warm: bool, speedups: bool):
       + ([] if speedups else ["--no-speedups"]),
       cwd=_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
       env=dict(os.environ, PYTHONPATH=_ROOT))
-  text = ""
-  while "gRPC:" not in text:
+  text, ports = "", None
+  while ports is None:
     line = proc.stdout.readline()
     if not line:
       raise RuntimeError("the server did not start")
     text += line
-  rest = int(re.search(r"REST: http://[^:]+:(\d+)/", text).group(1))
-  grpc_port = int(re.search(r"gRPC: [^ ]+:(\d+) ", text).group(1))
-  return proc, rest, grpc_port
+    ports = announced_ports(text)
+  return (proc,) + ports
 
 
 def _times(rest: int, grpc_port: int) -> Dict[str, float]:

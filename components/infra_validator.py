@@ -19,7 +19,6 @@ not blessed, with the reason.
 import base64
 import contextlib
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from tfx import v1 as tfx
 
 from components import features
 from components.model_layout import SAVED_MODEL
+from mnist_tfx import defaults
 
 from components.pusher import SERVING_SUBDIR, STAMPED_MODEL, copy_tree
 TIMEOUT_SECONDS = 120.0
@@ -75,7 +75,7 @@ def expected(model_dir: str, requests) -> List[Dict[str, np.ndarray]]:
     fn = model.signatures.get(signature)
     if fn is None:
       raise NotValid(f"the SavedModel has no signature {signature!r}")
-    inputs = {k: tf.constant(grpc_server.to_array(p, k, 1 << 24))
+    inputs = {k: tf.constant(grpc_server.to_array(p, k, defaults.MAX_TENSOR_ELEMENTS))
               for k, p in request.inputs.items()}
     try:
       answers.append({k: v.numpy() for k, v in fn(**inputs).items()})
@@ -117,6 +117,7 @@ def _ports(proc, err, deadline: float, timeout: float) -> Tuple[int, int]:
   hides lines from select)."""
   import queue  # pylint: disable=g-import-not-at-top
   import threading  # pylint: disable=g-import-not-at-top
+  from serving.server import announced_ports  # pylint: disable=g-import-not-at-top
   lines: "queue.Queue" = queue.Queue()
 
   def pump():
@@ -137,10 +138,9 @@ def _ports(proc, err, deadline: float, timeout: float) -> Tuple[int, int]:
       raise NotValid("the server exited before it listened (code "
                      f"{proc.wait()}): {tail[-1] if tail else 'no output'}")
     text += line
-    rest = re.search(r"REST: http://[^:]+:(\d+)/", text)
-    grpc = re.search(r"gRPC: [^ ]+:(\d+) ", text)
-    if rest and grpc:
-      return int(rest.group(1)), int(grpc.group(1))
+    ports = announced_ports(text)
+    if ports:
+      return ports
   raise NotValid(f"the server did not listen within {timeout:g} s")
 
 
@@ -169,7 +169,7 @@ def wait_ready(rest_port: int, name: str, deadline: float, timeout: float) -> No
 def _rest_body(request) -> Dict[str, Any]:
   from serving import grpc_server  # pylint: disable=g-import-not-at-top
   (key, proto), = request.inputs.items()
-  array = grpc_server.to_array(proto, key, 1 << 24)
+  array = grpc_server.to_array(proto, key, defaults.MAX_TENSOR_ELEMENTS)
   values = ([{"b64": base64.b64encode(v).decode()} for v in array]
             if array.dtype == object else array.tolist())
   return {"signature_name": request.model_spec.signature_name, "instances": values}

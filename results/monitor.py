@@ -74,7 +74,7 @@ def _images(request) -> Optional[np.ndarray]:
   from serving import grpc_server  # pylint: disable=g-import-not-at-top
   if features.IMAGES_INPUT in request.inputs:
     array = grpc_server.to_array(request.inputs[features.IMAGES_INPUT],
-                                 features.IMAGES_INPUT, 1 << 26)
+                                 features.IMAGES_INPUT, defaults.MAX_TENSOR_ELEMENTS)
     return np.rint(array.reshape(len(array), -1)).astype(np.int64)
   if features.EXAMPLES_INPUT in request.inputs:
     raw = tf.make_ndarray(request.inputs[features.EXAMPLES_INPUT])

@@ -112,12 +112,16 @@ class Metrics:
     with self._lock:
       self._counters[name][labels] += by
 
+  def _histogram(self, name: str, labels: Tuple) -> _Histogram:
+    """`name`'s histogram for `labels`, made on first use (hold the lock)."""
+    histogram = self._histograms[name].get(labels)
+    if histogram is None:
+      histogram = self._histograms[name][labels] = _Histogram(_HISTOGRAMS[name][2])
+    return histogram
+
   def observe(self, name: str, labels: Tuple, value: float) -> None:
     with self._lock:
-      histogram = self._histograms[name].get(labels)
-      if histogram is None:
-        histogram = self._histograms[name][labels] = _Histogram(_HISTOGRAMS[name][2])
-      histogram.observe(value)
+      self._histogram(name, labels).observe(value)
 
   def request(self, model: str, api: str, entrypoint: str, status: str,
               started: float) -> None:
@@ -126,12 +130,7 @@ class Metrics:
     with self._lock:
       self._counters[REQUEST_COUNT][(model, status)] += 1
       if status == "OK":
-        key = (model, api, entrypoint)
-        histogram = self._histograms[REQUEST_LATENCY].get(key)
-        if histogram is None:
-          histogram = self._histograms[REQUEST_LATENCY][key] = _Histogram(
-              LATENCY_BUCKETS_US)
-        histogram.observe(micros)
+        self._histogram(REQUEST_LATENCY, (model, api, entrypoint)).observe(micros)
 
   def batch_recorder(self, batcher: str):
     """A batcher's `on_batch(rows)` hook."""

@@ -9,10 +9,11 @@ sharing the port.
 import asyncio
 import dataclasses
 import logging
+import re
 import signal
 import socket
 import threading
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from mnist_tfx import defaults
 from serving.batching import Batcher, GreedyBatcher
@@ -359,6 +360,18 @@ class Servers:
       await serving
     finally:
       await grpc.stop(grace=2)
+
+
+_ANNOUNCED = (re.compile(r"^REST: http://[^:/]+:(\d+)/", re.M),
+              re.compile(r"^gRPC: [^ ]+:(\d+) ", re.M))
+
+
+def announced_ports(text: str) -> Optional[Tuple[int, int]]:
+  """(REST, gRPC) ports from what `serve` printed so far (its `REST:` and
+  `gRPC:` lines, see `_announce`), or None before both are printed: how a
+  process that started `mnist-tfx serve` on port 0 learns its ports."""
+  found = [pattern.search(text) for pattern in _ANNOUNCED]
+  return None if None in found else (int(found[0].group(1)), int(found[1].group(1)))
 
 
 def _announce(store, settings, rest_port, grpc_port, batcher) -> None:

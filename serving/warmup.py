@@ -17,6 +17,7 @@ from typing import Any, Iterable, List
 import numpy as np
 
 from components import features
+from mnist_tfx import defaults
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_RECORDS = 1000  # TF Serving's kMaxNumRecords
@@ -105,7 +106,7 @@ def replay(model: Any, model_dir: str) -> int:
     fn = model.signatures.get(signature)
     if fn is None:
       raise ValueError(f"warm-up record {i}: no signature {signature!r}")
-    inputs = {key: grpc_server.to_array(proto, key, features.IMAGE_SIZE * 1024)
+    inputs = {key: grpc_server.to_array(proto, key, defaults.MAX_TENSOR_ELEMENTS)
               for key, proto in request.inputs.items()}
     try:
       service.run_checked(fn, inputs)

@@ -2,7 +2,6 @@
 
 import contextlib
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -10,6 +9,8 @@ import time
 from typing import Dict, Iterator, List, Optional
 
 import httpx
+
+from serving.server import announced_ports
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,8 +22,7 @@ class Served:
     self.proc, self.lines = proc, lines
     text = "\n".join(lines)
     self.text = text
-    self.rest = int(re.search(r"REST: http://127.0.0.1:(\d+)/", text).group(1))
-    self.grpc = int(re.search(r"gRPC: 127.0.0.1:(\d+) ", text).group(1))
+    self.rest, self.grpc = announced_ports(text)
 
   def post(self, path: str, body: Dict) -> httpx.Response:
     """POST to the REST API; retried while uvicorn starts serving its socket."""
