@@ -48,13 +48,33 @@ def curate(schema):  # -> schema_pb2.Schema
   for feature in (image, label):
     feature.presence.min_fraction = 1.0
     feature.presence.min_count = 1
-  # Served requests carry the image only: the label is not expected there
-  # (what `mnist-tfx monitor` validates served inputs against).
+  # The test split's records say their writer population (the Evaluator's
+  # slices); the train split's do not, hence no presence bound.
+  writer = _feature(schema, features.WRITER_KEY)
+  writer.type = schema_pb2.BYTES
+  writer.ClearField("shape")
+  writer.value_count.min = writer.value_count.max = 1
+  writer.presence.min_fraction = 0.0
+  writer.presence.min_count = 0
+  tfdv.set_domain(schema, features.WRITER_KEY, schema_pb2.StringDomain(
+      name=features.WRITER_KEY, value=list(features.WRITERS)))
+  # Served requests carry the image only: neither the label nor the writer
+  # is expected there (what `mnist-tfx monitor` validates served inputs
+  # against).
   del schema.default_environment[:]
   schema.default_environment.extend([TRAINING, SERVING])
-  del label.not_in_environment[:]
-  label.not_in_environment.append(SERVING)
+  for feature in (label, writer):
+    del feature.not_in_environment[:]
+    feature.not_in_environment.append(SERVING)
   return schema
+
+
+def _feature(schema, name: str):
+  """The schema's feature `name`, added if the statistics lacked it."""
+  for feature in schema.feature:
+    if feature.name == name:
+      return feature
+  return schema.feature.add(name=name)
 
 
 @tfx.dsl.components.component

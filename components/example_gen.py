@@ -11,7 +11,7 @@ Examples artifact is published.
 import json
 import os
 import uuid
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -59,8 +59,23 @@ def _int64_feature(key: str, packed_len: int) -> Tuple[bytes, int]:
       len(header) + packed_len)
 
 
-def encode_examples(images: np.ndarray, labels: np.ndarray) -> List[bytes]:
-  """Serialized tf.Examples: `image` = the row-major pixels, `label` = the class.
+def _bytes_feature(key: str, value: bytes) -> bytes:
+  """A whole map entry {key: Feature(bytes_list=[value])}.
+
+  Feature := 1:BytesList; BytesList := 1:bytes value.
+  """
+  name = key.encode()
+  bytes_list = _len_field(0x0A, len(value)) + value  # BytesList.value
+  feature = _len_field(0x0A, len(bytes_list)) + bytes_list  # Feature.bytes_list
+  entry = (_len_field(0x0A, len(name)) + name +
+           _len_field(0x12, len(feature)) + feature)
+  return _len_field(0x0A, len(entry)) + entry
+
+
+def encode_examples(images: np.ndarray, labels: np.ndarray,
+                    writers: Optional[Sequence[str]] = None) -> List[bytes]:
+  """Serialized tf.Examples: `image` = the row-major pixels, `label` = the
+  class and, where `writers` is given, `writer` = the writer population.
 
   Byte-for-byte what `tf.train.Example(...).SerializeToString()` parses to,
   built with numpy for a whole batch: encoding through the protobuf API
@@ -76,18 +91,22 @@ def encode_examples(images: np.ndarray, labels: np.ndarray) -> List[bytes]:
   packed = pairs[keep].tobytes()
   ends = np.cumsum(flat.shape[1] + high.sum(axis=1))
   label_entries = {}
+  writer_entries = {w: _bytes_feature(features.WRITER_KEY, w.encode())
+                    for w in set(writers or ())}
   out = []
   start = 0
-  for end, label in zip(ends.tolist(), labels.tolist()):
+  for i, (end, label) in enumerate(zip(ends.tolist(), labels.tolist())):
     if label not in label_entries:
       value = _varint(int(label))
       entry_head, entry_len = _int64_feature(features.LABEL_KEY, len(value))
       label_entries[label] = (entry_head + value, entry_len)
     image_head, image_len = _int64_feature(features.IMAGE_KEY, end - start)
     label_entry, label_len = label_entries[label]
-    features_len = len(image_head) + (end - start) + len(label_entry)
+    writer_entry = writer_entries[writers[i]] if writers else b""
+    features_len = (len(image_head) + (end - start) + len(label_entry) +
+                    len(writer_entry))
     out.append(_len_field(0x0A, features_len) + image_head +
-               packed[start:end] + label_entry)
+               packed[start:end] + label_entry + writer_entry)
     start = end
   return out
 
@@ -99,6 +118,12 @@ def check_data_dir(data_dir: str) -> Dict[str, idx.IdxPair]:
     pairs[split] = idx.check_pair(idx.find_file(data_dir, stem, "images"),
                                   idx.find_file(data_dir, stem, "labels"))
   return pairs
+
+
+def test_records(data_dir: str) -> int:
+  """How many records the test split's labels file declares."""
+  return idx.record_count(idx.find_file(
+      data_dir, features.SPLIT_FILES[features.EVAL_SPLIT], "labels"))
 
 
 def fingerprint(data_dir: str) -> str:
@@ -139,15 +164,23 @@ class _WriteShards(beam.DoFn):
     options = tf.io.TFRecordOptions(compression_type="GZIP",
                                     compression_level=_GZIP_LEVEL)
     records = idx.read_ranges(self._pairs[split], [s[:2] for s in shards])
-    for (_, _, index, count), (images, labels) in zip(shards, records):
+    for (start, stop, index, count), (images, labels) in zip(shards, records):
       final = shard_path(self._output_uri, split, index, count)
       staged = os.path.join(self._output_uri, _STAGING,
                             f"{split}-{index:05d}.{uuid.uuid4().hex}")
       with tf.io.TFRecordWriter(staged, options) as writer:
-        for record in encode_examples(images, labels):
+        for record in encode_examples(images, labels, writers(split, start, stop)):
           writer.write(record)
       tf.io.gfile.rename(staged, final, overwrite=True)
       yield final
+
+
+def writers(split: str, start: int, stop: int) -> Optional[List[str]]:
+  """The writer population of records [start, stop) of `split`: known for
+  the test split only (see `features.SD3_TEST_RECORDS`)."""
+  if split != features.EVAL_SPLIT:
+    return None
+  return [features.writer_of_test_record(i) for i in range(start, stop)]
 
 
 def shard_path(output_uri: str, split: str, index: int, count: int) -> str:

@@ -8,6 +8,9 @@ from typing import Dict, Tuple
 
 IMAGE_KEY = "image"  # raw tf.Example feature: 784 int64 pixels, row-major
 LABEL_KEY = "label"  # raw tf.Example feature: one int64 in [0, NUM_CLASSES)
+# Raw tf.Example feature of the test split only: the writer population of
+# the record, for the Evaluator's slices (never a model input).
+WRITER_KEY = "writer"
 
 # Transformed (model input) feature names.
 TRANSFORMED_IMAGE_KEY = "image_xf"
@@ -27,6 +30,20 @@ SPLIT_FILES: Dict[str, str] = {
 }
 TRAIN_SPLIT = "train"
 EVAL_SPLIT = "eval"
+# MNIST's documentation: "The first 5000 examples of the test set are taken
+# from the original NIST training set [SD-3, Census Bureau employees]. The
+# last 5000 are taken from the original NIST test set [SD-1, high-school
+# students]." The training set mixes both, unrecorded per record.
+SD3, SD1 = "SD-3", "SD-1"
+WRITERS: Tuple[str, str] = (SD3, SD1)
+SD3_TEST_RECORDS = 5000
+
+
+def writer_of_test_record(index: int) -> str:
+  """The writer population of the test split's record at `index`."""
+  return SD3 if index < SD3_TEST_RECORDS else SD1
+
+
 # Held out of the train split for hyperparameter search (components.holdout).
 VALIDATION_SPLIT = "valid"
 

@@ -188,6 +188,13 @@ def _open_checked(path: str, magic: int) -> Tuple[BinaryIO, Tuple[int, ...]]:
     raise
 
 
+def record_count(labels_path: str) -> int:
+  """The number of records a labels file's header declares (reads 8 bytes)."""
+  f, (count,) = _open_checked(labels_path, LABELS_MAGIC)
+  f.close()
+  return count
+
+
 def check_pair(images_path: str, labels_path: str,
                rows: int = features.IMAGE_ROWS,
                cols: int = features.IMAGE_COLS,

@@ -38,7 +38,8 @@ EXIT_DRIFTED = 4
 _CONFIG_FLAGS = ("data_dir", "output_dir", "pipeline_root", "metadata_path",
                  "metadata_server",
                  "serving_dir", "min_accuracy", "max_regression",
-                 "min_class_accuracy", "max_class_regression", "tune_trials",
+                 "min_class_accuracy", "max_class_regression", "max_writer_gap",
+                 "min_margin_over_simpler", "tune_trials",
                  "tune_minutes", "validation_share")
 
 
@@ -161,6 +162,15 @@ def _add_config_args(p: argparse.ArgumentParser, local: bool = True) -> None:
                                             for n, a in MODELS.items()) + ")")
     e.add_argument("--" + flag.replace("min", "max").replace("accuracy", "regression"),
                    type=float, help=f"{regression} ({default})")
+  e.add_argument("--max-writer-gap", type=float, metavar="G",
+                 help="most the accuracies on the test split's two writer "
+                 "populations (SD-3 and SD-1) may differ; checked when the "
+                 "test split holds both (default: " + ", ".join(
+                     f"{n} {a.max_writer_gap}" for n, a in MODELS.items()) + ")")
+  e.add_argument("--min-margin-over-simpler", type=float, metavar="M",
+                 help="how much a model other than basic must beat the basic "
+                 "model's last blessed accuracy in the store by; checked "
+                 f"when there is one ({defaults.MIN_MARGIN_OVER_SIMPLER})")
   x = p.add_argument_group("execution")
   x.add_argument("--beam-arg", action="append", dest="beam_args",
                  metavar="ARG", help="Beam pipeline option, repeatable "

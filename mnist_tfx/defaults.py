@@ -23,6 +23,9 @@ MAX_REGRESSION = 0.001
 # What any one digit's accuracy may lose against the last blessed model's
 # (each digit has ~1,000 test records: 0.01 is ten of them).
 MAX_CLASS_REGRESSION = 0.01
+# By how much a model more complex than `basic` must beat the basic model's
+# last blessed accuracy in the store.
+MIN_MARGIN_OVER_SIMPLER = 0.01
 # Label distribution that data validation enforces (see
 # components.data_validation): MNIST's rarest digit holds 8.9 % of a split,
 # and a digit's share differs between the splits by < 0.5 %.

@@ -41,6 +41,10 @@ class PipelineConfig:
   max_regression: float = defaults.MAX_REGRESSION
   min_class_accuracy: Optional[float] = None  # every digit's; None: the architecture's
   max_class_regression: float = defaults.MAX_CLASS_REGRESSION
+  # |SD-3's accuracy - SD-1's|; None: the architecture's.
+  max_writer_gap: Optional[float] = None
+  # Over the `basic` model's last blessed accuracy in the store.
+  min_margin_over_simpler: float = defaults.MIN_MARGIN_OVER_SIMPLER
   # Data validation of the label distribution (see components.data_validation).
   min_label_share: float = defaults.MIN_LABEL_SHARE
   max_label_drift: float = defaults.MAX_LABEL_DRIFT
@@ -61,13 +65,15 @@ class PipelineConfig:
     if self.runner not in RUNNERS:
       raise ConfigError(f"unknown runner {self.runner!r}; choose from "
                         f"{', '.join(RUNNERS)}")
-    for name in ("min_accuracy", "min_class_accuracy"):
+    for name in ("min_accuracy", "min_class_accuracy", "max_writer_gap"):
       if getattr(self, name) is not None and not 0 <= getattr(self, name) <= 1:
         raise ConfigError(f"{name} must be between 0 and 1")
     for name in ("max_regression", "max_class_regression", "min_label_share",
                  "max_label_drift"):
       if not 0 <= getattr(self, name) <= 1:
         raise ConfigError(f"{name} must be between 0 and 1")
+    if not -1 <= self.min_margin_over_simpler <= 1:
+      raise ConfigError("min_margin_over_simpler must be between -1 and 1")
     if self.metadata_server is not None:
       mysql_parts(self.metadata_server)  # a clear error for a bad URI
     try:
@@ -141,12 +147,20 @@ class PipelineConfig:
     return self.hyperparameters.architecture.min_class_accuracy
 
   @property
+  def effective_max_writer_gap(self) -> float:
+    if self.max_writer_gap is not None:
+      return self.max_writer_gap
+    return self.hyperparameters.architecture.max_writer_gap
+
+  @property
   def bounds(self) -> Dict[str, float]:
     """The blessing bounds, as `components.evaluation.thresholds` reads them back."""
     return {"min_accuracy": self.effective_min_accuracy,
             "max_regression": self.max_regression,
             "min_class_accuracy": self.effective_min_class_accuracy,
-            "max_class_regression": self.max_class_regression}
+            "max_class_regression": self.max_class_regression,
+            "max_writer_gap": self.effective_max_writer_gap,
+            "min_margin_over_simpler": self.min_margin_over_simpler}
 
   def to_dict(self) -> Dict[str, Any]:
     d = dataclasses.asdict(self)

@@ -171,15 +171,31 @@ def metadata_connection(config: PipelineConfig):
 
 def specifics(config: PipelineConfig, data_dir: str):
   """What the local run puts into the DAG: SQLite ML Metadata, a resolver
-  that skips the candidate (so a rerun is fully cached), our Beam args."""
+  that skips the candidate (so a rerun is fully cached), our Beam args, and
+  what the bounds depend on: the test split's size and the simpler model's
+  last blessed accuracy in the store."""
   from components import baseline  # pylint: disable=g-import-not-at-top
-  from components.example_gen import fingerprint  # pylint: disable=g-import-not-at-top
+  from components.example_gen import fingerprint, test_records  # pylint: disable=g-import-not-at-top
   from pipeline.pipeline import RunnerSpecifics  # pylint: disable=g-import-not-at-top
   return RunnerSpecifics(
       baseline=baseline.resolver_skipping_candidate,
       beam_pipeline_args=with_dependencies(config.beam_args),
       metadata_connection_config=metadata_connection(config),
-      data_fingerprint=fingerprint(data_dir))
+      data_fingerprint=fingerprint(data_dir),
+      test_records=test_records(data_dir),
+      simpler_accuracy=simpler_accuracy(config))
+
+
+def simpler_accuracy(config: PipelineConfig) -> Optional[float]:
+  """The `basic` model's last blessed accuracy in the store (None: no such
+  run, no store yet, or the candidate is `basic` itself)."""
+  from pipeline.pipeline import SIMPLER_MODEL  # pylint: disable=g-import-not-at-top
+  if config.hyperparameters.model == SIMPLER_MODEL or not config.metadata_exists:
+    return None
+  from results import lineage, metadata  # pylint: disable=g-import-not-at-top
+  found = lineage.last_blessed_accuracy(metadata.open_store(config.metadata_uri),
+                                        SIMPLER_MODEL)
+  return found[0] if found else None
 
 
 def run(config: PipelineConfig, data_dir: str, out: TextIO = sys.stdout,

@@ -32,6 +32,7 @@ PREPROCESSING_FN = "components.transform.preprocessing.preprocessing_fn"
 RUN_FN = "components.trainer.run.run_fn"
 TUNER_FN = "components.tuning.tuner_fn"
 _OUR_PACKAGE = "components"
+SIMPLER_MODEL = "basic"  # what every other model must beat (`min_margin_over_simpler`)
 
 
 @dataclasses.dataclass
@@ -43,6 +44,23 @@ class RunnerSpecifics:
   beam_pipeline_args: List[str]
   metadata_connection_config: Optional[Any] = None
   data_fingerprint: str = ""  # identity of the input files, for caching
+  # Records in the test split (None: not known when the DAG is built). The
+  # writer-gap bound needs both populations, so records past SD-3's.
+  test_records: Optional[int] = None
+  # The `basic` model's last blessed accuracy in the store, which a more
+  # complex candidate must beat (None: there is none, or not looked up).
+  simpler_accuracy: Optional[float] = None
+
+  def bounds(self, config: PipelineConfig) -> dict:
+    """The config's blessing bounds, less those this data cannot check."""
+    bounds = dict(config.bounds)
+    if (self.test_records is not None
+        and self.test_records <= features.SD3_TEST_RECORDS):
+      bounds["max_writer_gap"] = None  # SD-3's records only: no gap to bound
+    if (self.simpler_accuracy is not None
+        and config.hyperparameters.model != SIMPLER_MODEL):
+      bounds["simpler_accuracy"] = self.simpler_accuracy
+    return bounds
 
 
 def _imports(module: str) -> Set[str]:
@@ -177,12 +195,13 @@ def create_pipeline(config: PipelineConfig, data_dir: Union[str, Any],
   # The last blessed model, for the no-regression check.
   model_resolver = runner.baseline(trainer.outputs["model"])
 
-  # TFMA: accuracy overall and per digit, the confusion matrix, blessing.
+  # TFMA: accuracy overall, per digit and per writer population, the
+  # confusion matrix, blessing.
   evaluator = tfx.components.Evaluator(
       examples=examples, model=trainer.outputs["model"],
       baseline_model=model_resolver.outputs[baseline.MODEL_KEY],
       example_splits=[features.EVAL_SPLIT],
-      eval_config=evaluation.eval_config(**config.bounds))
+      eval_config=evaluation.eval_config(**runner.bounds(config)))
 
   # The blessed candidate on the real server (`mnist-tfx serve`, its own
   # process): loads, warms, and answers REST and gRPC as the SavedModel does.

@@ -86,6 +86,12 @@ def write_html(view: RunView, pictures: Dict[str, str], path: str) -> str:
       f"{html.escape(str(s['blessing']))}</p>",
       "<h2>Per digit</h2><table id=\"per-digit\"><tr>" +
       "".join(f"<th>{h}</th>" for h in digit_head) + "</tr>" + _rows(digits) + "</table>",
+      "<h2>Per writer population</h2><table id=\"per-writer\"><tr><th>writers</th>"
+      "<th>accuracy</th><th>examples</th></tr>" + _rows(
+          [[w, f"{a:.4f}", e.per_writer_count.get(w, 0)]
+           for w, a in e.per_writer_accuracy.items()]) + "</table>" + (
+               f"<p>Gap (SD-3 less SD-1): {e.writer_gap:+.4f}</p>"
+               if e.writer_gap is not None else ""),
       "<h2>Most frequent confusions</h2><table id=\"confusions\"><tr><th>true</th>"
       "<th>predicted</th><th>count</th></tr>" + _rows([list(c) for c in view.confusions]) +
       "</table>",

@@ -206,6 +206,27 @@ def runs(store: Store, dead: Callable[[int], bool] = lambda execution_id: False
   return rows
 
 
+def last_blessed_accuracy(store: Store, model: str) -> Optional[Tuple[float, str]]:
+  """(accuracy, run) of the newest run in the store that blessed a `model`
+  model, or None: what the simpler-model check compares a candidate with."""
+  graph = _Graph(store)
+  for run in graph.runs:
+    by_node = {graph.node[e.id]: e for e in store.get_executions_by_context(run.id)}
+    if "Trainer" not in by_node or "Evaluator" not in by_node:
+      continue
+    blessing = graph.output(by_node["Evaluator"].id, "blessing")
+    props = graph.artifacts[blessing].custom_properties if blessing else {}
+    if "blessed" not in props or props["blessed"].int_value != 1:
+      continue
+    if _trained(graph, by_node["Trainer"].id)["hyperparameters"].get("model") != model:
+      continue
+    evaluation = graph.output(by_node["Evaluator"].id, "evaluation")
+    result = _accuracy(graph.artifacts[evaluation].uri) if evaluation else None
+    if result is not None:
+      return result.accuracy, run.name
+  return None
+
+
 def _why(graph: _Graph, evaluator: int, result) -> str:
   """Why the Evaluator blessed the model or not, against its own bounds."""
   from components.evaluation import blessing_reason, thresholds  # pylint: disable=g-import-not-at-top
@@ -314,6 +335,11 @@ def render_lineage(chain: Dict[str, Any]) -> str:
            + (f"; each digit >= {b['thresholds']['min_class_accuracy']}, at most "
               f"{b['thresholds']['max_class_regression']} below its own"
               if b['thresholds'].get('min_class_accuracy') is not None else "")
+           + (f"; writers within {b['thresholds']['max_writer_gap']}"
+              if b['thresholds'].get('max_writer_gap') is not None else "")
+           + (f"; {b['thresholds']['min_margin_over_simpler']} over the basic model's "
+              f"{b['thresholds']['simpler_accuracy']:.4f}"
+              if b['thresholds'].get('simpler_accuracy') is not None else "")
            + f"); {at(b)}"]
   if b["baseline"]:
     lines.append(f"  baseline:   accuracy {b['baseline']['accuracy']}; {at(b['baseline'])}")

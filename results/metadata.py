@@ -33,6 +33,8 @@ class NodeRun:
   outputs: Dict[str, List[metadata_store_pb2.Artifact]]
   # For a cached node: the seconds of the execution that made its outputs.
   made_seconds: Optional[float] = None
+  # Why TFX reused outputs or ran the node (see `cache_reason`).
+  cache_reason: Optional[str] = None
 
 
 def _seconds(execution: metadata_store_pb2.Execution) -> float:
@@ -145,8 +147,88 @@ def read_run(store: metadata_store.MetadataStore,
     made = (_made_seconds(store, execution,
                           [a for arts in outputs.values() for a in arts])
             if state == "cached" else None)
-    nodes[node] = NodeRun(state, _seconds(execution), outputs, made)
+    nodes[node] = NodeRun(state, _seconds(execution), outputs, made,
+                          cache_reason(store, execution))
   return nodes
+
+
+_CACHE_CONTEXT = "execution_cache"  # TFX's context type of a cache key
+
+
+def _inputs(store: metadata_store.MetadataStore, execution_id: int) -> Dict[str, List[int]]:
+  found: Dict[str, List[int]] = {}
+  for event in store.get_events_by_execution_ids([execution_id]):
+    if event.type == metadata_store_pb2.Event.INPUT and event.path.steps:
+      found.setdefault(event.path.steps[0].key, []).append(event.artifact_id)
+  return {k: sorted(v) for k, v in found.items()}
+
+
+def _parameters(execution: metadata_store_pb2.Execution) -> Dict[str, Any]:
+  """Execution properties, JSON objects opened one level (custom_config.code)."""
+  import json  # pylint: disable=g-import-not-at-top
+  found: Dict[str, Any] = {}
+  for name, value in execution.custom_properties.items():
+    if name.startswith("__"):
+      continue
+    raw = getattr(value, value.WhichOneof("value") or "string_value")
+    try:
+      opened = json.loads(raw) if isinstance(raw, str) and raw[:1] == "{" else None
+    except ValueError:
+      opened = None
+    if isinstance(opened, dict):
+      found.update({f"{name}.{k}": json.dumps(v, sort_keys=True)
+                    for k, v in opened.items()})
+    else:
+      found[name] = str(raw)
+  return found
+
+
+def cache_reason(store: metadata_store.MetadataStore,
+                 execution: metadata_store_pb2.Execution) -> Optional[str]:
+  """Why TFX reused this node's outputs, or ran it, in one line.
+
+  TFX's cache key is a SHA-256 over the node, its input artifacts, its
+  parameters (ours carry a digest of the code each step runs, and the
+  data's fingerprint) and its executor; each execution is filed under its
+  key. A cached execution shares its key with the one that made the
+  outputs; one that ran is compared with the node's previous execution to
+  name what changed. None for a node without a key (a resolver).
+  """
+  try:
+    cache_type = store.get_context_type(_CACHE_CONTEXT).id
+  except errors.NotFoundError:
+    return None
+  keys = [c for c in store.get_contexts_by_execution(execution.id)
+          if c.type_id == cache_type]
+  if not keys:
+    return None
+  key = keys[0].name[:12]
+  if execution.last_known_state == metadata_store_pb2.Execution.CACHED:
+    made = [e for e in store.get_executions_by_context(keys[0].id)
+            if e.last_known_state == metadata_store_pb2.Execution.COMPLETE]
+    origin = f" as execution {min(e.id for e in made)}'s" if made else ""
+    return (f"cached: the same cache key {key}{origin} (same inputs, "
+            "parameters and code)")
+  node_type = store.get_context_type("node").id
+  nodes = [c for c in store.get_contexts_by_execution(execution.id)
+           if c.type_id == node_type]
+  done = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
+  before = sorted((e for c in nodes for e in store.get_executions_by_context(c.id)
+                   if e.id < execution.id and e.last_known_state in done),
+                  key=lambda e: e.id)
+  if not before:
+    return f"ran: cache key {key} is new (the node's first execution here)"
+  last = before[-1]
+  old, new = _parameters(last), _parameters(execution)
+  changed = [f"parameter {n}" for n in sorted(set(old) | set(new))
+             if old.get(n) != new.get(n)]
+  old_in, new_in = _inputs(store, last.id), _inputs(store, execution.id)
+  changed += [f"input {k}" for k in sorted(set(old_in) | set(new_in))
+              if old_in.get(k) != new_in.get(k)]
+  if not changed:
+    return (f"ran: cache key {key} differs from execution {last.id}'s with the same "
+            "inputs and parameters (caching off, or another executor)")
+  return f"ran: since execution {last.id}, changed: {', '.join(changed)}"
 
 
 def custom_property(artifact: metadata_store_pb2.Artifact, name: str) -> Any:

@@ -5,7 +5,7 @@ from typing import List, Tuple
 
 from mnist_tfx.defaults import TENSORBOARD_DIR
 from results.run_view import RunView, gather
-from results.summary import search_line, trials_table
+from results.summary import search_line, trials_table, writers_line
 
 
 def table(view: RunView) -> str:
@@ -35,6 +35,8 @@ def table(view: RunView) -> str:
     if d in baseline:
       row += f"  {baseline[d]:8.4f}  {acc - baseline[d]:+7.4f}"
     lines.append(row)
+  if s.get("per_writer_accuracy"):
+    lines.append(writers_line(s))
   lines.append("Most frequent confusions: " + ", ".join(
       f"{t}->{p} ({n})" for t, p, n in view.confusions) if view.confusions
                else "Most frequent confusions: none")

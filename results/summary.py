@@ -157,6 +157,7 @@ def build(config: PipelineConfig, data_dir: str, total_seconds: float,
   summary["component_seconds_made"] = {n: r.made_seconds for n, r in nodes.items()
                                        if r.made_seconds is not None}
   summary["component_status"] = {n: r.state for n, r in nodes.items()}
+  summary["cache"] = {n: r.cache_reason for n, r in nodes.items() if r.cache_reason}
   if "error" in summary:
     summary["failed_component"] = next(
         (n for n, r in nodes.items()
@@ -183,9 +184,16 @@ def build(config: PipelineConfig, data_dir: str, total_seconds: float,
         per_class_accuracy={k: round(v, 6)
                             for k, v in result.per_class_accuracy.items()},
         per_class_count=result.per_class_count,
+        per_writer_accuracy={k: round(v, 6)
+                             for k, v in result.per_writer_accuracy.items()},
+        per_writer_count=result.per_writer_count,
+        writer_gap=(None if result.writer_gap is None
+                    else round(result.writer_gap, 6)),
+        simpler_accuracy=result.bounds.get("simpler_accuracy"),
         baseline_accuracy=result.baseline_accuracy,
         blessed=result.blessed,
-        blessing=_blessing_reason(config, result))
+        bounds=result.bounds,
+        blessing=evaluation.blessing_reason(result))
   model_run = _first(nodes, "Trainer", "model_run")
   trained = trained_hyperparameters(model_run.uri) if model_run else None
   if trained is not None:  # what was trained: the Tuner's choice, if any
@@ -276,11 +284,6 @@ def _tuning(config: PipelineConfig, results_uri: str,
           "trials": trials}
 
 
-def _blessing_reason(config: PipelineConfig,
-                     result: evaluation.Evaluation) -> str:
-  return evaluation.blessing_reason(result, config.bounds)
-
-
 def write(summary: Dict[str, Any], path: str) -> None:
   """Replaces `path` in one rename; a failed write leaves no `.tmp` behind."""
   text = json.dumps(summary, indent=2)
@@ -357,6 +360,8 @@ def render(summary: Dict[str, Any], with_status: bool = True,
         f" (last blessed model: {baseline:.4f})" if baseline is not None else ""))
     lines.append("Per class: " + "  ".join(
         f"{k}: {v:.3f}" for k, v in summary["per_class_accuracy"].items()))
+    if summary.get("per_writer_accuracy"):
+      lines.append(writers_line(summary))
     lines.append(f"Blessed: {'yes' if summary['blessed'] else 'no'} - "
                  f"{summary['blessing']}")
   if summary.get("infra_blessed"):
@@ -375,4 +380,25 @@ def render(summary: Dict[str, Any], with_status: bool = True,
                     for n in summary["component_seconds"])
   lines.append(f"Time: {summary['total_seconds']:.1f}s total" +
                (f" ({times})" if times else ""))
+  if "cached" in summary["component_status"].values():
+    lines.append(cache_line(summary))
   return "\n".join(lines)
+
+
+def writers_line(summary: Dict[str, Any]) -> str:
+  """The accuracy on each writer population of the test split, and the gap."""
+  counts = summary.get("per_writer_count") or {}
+  text = "Writers: " + "  ".join(f"{w}: {a:.4f} ({counts.get(w, 0):,} records)"
+                                 for w, a in summary["per_writer_accuracy"].items())
+  gap = summary.get("writer_gap")
+  return text + (f"  gap {gap:+.4f}" if gap is not None else "")
+
+
+def cache_line(summary: Dict[str, Any]) -> str:
+  """Which nodes TFX's cache reused, and why the others ran again."""
+  reasons = summary.get("cache") or {}
+  cached = [n for n, s in summary["component_status"].items() if s == "cached"]
+  again = [f"{n} ({reasons[n].removeprefix('ran: ')})" for n in reasons
+           if reasons[n].startswith("ran: since")]
+  return (f"Cache: {len(cached)} reused with unchanged cache keys ({', '.join(cached)})"
+          + (f"; ran again: {'; '.join(again)}" if again else ""))

@@ -11,13 +11,15 @@ from components import data_validation, features
 from tests import tiny_mnist
 
 
-def _stats(labels, pixels_max=255):
+def _stats(labels, pixels_max=255, writers=None):
   images = tiny_mnist.make_images(np.asarray(labels) % 10)
   images = np.minimum(images, pixels_max)
   import pandas as pd
-  df = pd.DataFrame({features.IMAGE_KEY: [i.reshape(-1) for i in images],
-                     features.LABEL_KEY: list(labels)})
-  return tfdv.generate_statistics_from_dataframe(df)
+  columns = {features.IMAGE_KEY: [i.reshape(-1) for i in images],
+             features.LABEL_KEY: list(labels)}
+  if writers is not None:
+    columns[features.WRITER_KEY] = [np.array([w], dtype=object) for w in writers]
+  return tfdv.generate_statistics_from_dataframe(pd.DataFrame(columns))
 
 
 def _schema():
@@ -39,6 +41,20 @@ def test_curated_schema_has_shapes_and_domains():
 def test_valid_data_has_no_anomalies():
   anomalies = tfdv.validate_statistics(_stats(np.arange(40) % 10), _schema())
   assert not anomalies.anomaly_info
+
+
+def test_the_test_split_s_writers_are_in_the_schema_and_checked():
+  """Inferred from the train split (no writer), the schema still expects
+  the test split's writer feature, with its two values only."""
+  schema = _schema()
+  writer = tfdv.get_feature(schema, features.WRITER_KEY)
+  assert list(writer.string_domain.value) == ["SD-3", "SD-1"]
+  assert list(writer.not_in_environment) == ["SERVING"]
+  labels = np.arange(40) % 10
+  good = tfdv.validate_statistics(_stats(labels, writers=["SD-3", "SD-1"] * 20), schema)
+  assert not good.anomaly_info
+  bad = tfdv.validate_statistics(_stats(labels, writers=["SD-3", "SD-7"] * 20), schema)
+  assert features.WRITER_KEY in bad.anomaly_info
 
 
 def test_out_of_range_label_is_an_anomaly():

@@ -12,13 +12,17 @@ from components import example_gen, features, idx
 from tests import tiny_mnist
 
 
-def _proto(image, label):
-  return tf.train.Example(features=tf.train.Features(feature={
+def _proto(image, label, writer=None):
+  feature = {
       features.IMAGE_KEY: tf.train.Feature(int64_list=tf.train.Int64List(
           value=image.reshape(-1).tolist())),
       features.LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(
           value=[int(label)])),
-  }))
+  }
+  if writer is not None:
+    feature[features.WRITER_KEY] = tf.train.Feature(
+        bytes_list=tf.train.BytesList(value=[writer.encode()]))
+  return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
 @pytest.mark.parametrize("fill", ["random", 0, 127, 128, 255])
@@ -32,6 +36,23 @@ def test_fast_encoding_equals_protobuf(fill):
   encoded = example_gen.encode_examples(images, labels)
   for data, image, label in zip(encoded, images, labels):
     assert tf.train.Example.FromString(data) == _proto(image, label)
+
+
+def test_fast_encoding_with_writers_equals_protobuf():
+  rng = np.random.default_rng(2)
+  images = rng.integers(0, 256, size=(6, 28, 28), dtype=np.uint8)
+  labels = rng.integers(0, 10, size=6).astype(np.uint8)
+  writers = example_gen.writers(features.EVAL_SPLIT, 4997, 5003)
+  assert writers == ["SD-3"] * 3 + ["SD-1"] * 3
+  encoded = example_gen.encode_examples(images, labels, writers)
+  for data, image, label, writer in zip(encoded, images, labels, writers):
+    assert tf.train.Example.FromString(data) == _proto(image, label, writer)
+
+
+def test_only_the_test_split_knows_its_writers():
+  assert example_gen.writers(features.TRAIN_SPLIT, 0, 10) is None
+  assert example_gen.writers(features.EVAL_SPLIT, 0, 2) == ["SD-3", "SD-3"]
+  assert example_gen.writers(features.EVAL_SPLIT, 9998, 10000) == ["SD-1", "SD-1"]
 
 
 def _write(pairs, out):
@@ -58,6 +79,9 @@ def test_write_examples_writes_every_record_of_every_split(tmp_path, compress):
     labels = [r.features.feature[features.LABEL_KEY].int64_list.value[0]
               for r in records]
     assert labels == idx.read_range(pairs[split], 0, n)[1].tolist()
+    written = [r.features.feature[features.WRITER_KEY].bytes_list.value
+               for r in records]
+    assert written == ([[b"SD-3"]] * n if split == "eval" else [[]] * n)
     assert all(len(r.features.feature[features.IMAGE_KEY].int64_list.value)
                == features.IMAGE_SIZE for r in records)
   assert sorted(os.listdir(tmp_path)) == ["Split-eval", "Split-train"]  # no staging

@@ -59,10 +59,15 @@ def test_lineage_links_are_the_real_artifacts(two_runs):
   assert chain["model"]["hyperparameters"]["batch_size"] == 16
   assert chain["blessing"]["artifact"] == _artifact_id(store, art["Evaluator.blessing"])
   assert chain["blessing"]["accuracy"] == pytest.approx(second["accuracy"])
+  # The tiny test split holds SD-3's records only: no writer gap to bound;
+  # no basic model was blessed before: no margin to beat.
   assert chain["blessing"]["thresholds"] == {"min_accuracy": 0.95,
                                             "max_regression": 0.001,
                                             "min_class_accuracy": 0.9,
-                                            "max_class_regression": 0.01}
+                                            "max_class_regression": 0.01,
+                                            "max_writer_gap": None,
+                                            "simpler_accuracy": None,
+                                            "min_margin_over_simpler": None}
   baseline = chain["blessing"]["baseline"]
   assert baseline["artifact"] == _artifact_id(store, first["artifacts"]["Trainer.model"])
   assert baseline["run"] == first["run_id"]

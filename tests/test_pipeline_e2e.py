@@ -136,6 +136,11 @@ def test_rerun_is_fully_cached_and_pushes_nothing_new(rerun, config, first):
   shown = summary_lib.render(summary)
   seconds = first["component_seconds"]["StatisticsGen"]
   assert seconds > 0 and f"StatisticsGen {seconds:.1f}s (cached)" in shown
+  # Why: each node's TFX cache key is the one its first execution was filed under.
+  for node in EXECUTED:
+    assert summary["cache"][node].startswith("cached: the same cache key "), node
+    assert first["cache"][node].startswith("ran: cache key "), node
+  assert f"Cache: {len(EXECUTED)} reused with unchanged cache keys" in shown
   assert not summary["pushed_new"]
   assert sorted(os.listdir(config.serving_base_uri)) == versions_before
 
@@ -148,6 +153,12 @@ def test_worse_model_is_compared_with_the_blessed_one_and_not_pushed(
   summary = local_runner.run(worse, tiny_data_dir, out=io.StringIO())
   assert summary["status"] == "succeeded"  # not blessed is not a failure
   assert summary["component_status"]["Trainer"] == "complete"
+  # The cache says why the Trainer ran again and the Transform did not.
+  assert summary["cache"]["Transform"].startswith("cached: ")
+  assert summary["cache"]["Trainer"].endswith(
+      "changed: parameter custom_config.hyperparameters")
+  from results import summary as summary_lib  # pylint: disable=g-import-not-at-top
+  assert "ran again: Trainer (since execution " in summary_lib.render(summary)
   assert summary["baseline_accuracy"] == pytest.approx(1.0)
   assert not summary["blessed"] and summary["pushed_model_path"] is None
   assert "below" in summary["blessing"]

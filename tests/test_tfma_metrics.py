@@ -267,3 +267,27 @@ def test_accuracy_and_plot_count_each_example_once():
   assert len(set(combined)) == 1
   assert all(c.combiner._extract_label_prediction_and_weight
              is tfma_reader.label_prediction_weight for c in combined)
+
+
+def test_a_cross_slice_bound_is_validated_and_not_reported_missing():
+  """TFMA 0.47.1 filed a cross slice's check under the overall spec, so a
+  writer-gap bound always failed as missing; mended on import of
+  components.tfma_metrics."""
+  from tensorflow_model_analysis.evaluators import metrics_validator
+  from tensorflow_model_analysis.proto import config_pb2
+  from components import evaluation
+  config = evaluation.eval_config(min_accuracy=0, max_regression=1, max_writer_gap=0.05)
+  key = tfma.metrics.MetricKey(name=tfma_metrics.NAME, example_weighted=False)
+  cross = ((("writer", "SD-3"),), (("writer", "SD-1"),))  # as TFMA keys slices
+
+  def validated(gap):
+    result = metrics_validator.validate_metrics((cross, {key: gap}), config)
+    missing = metrics_validator.get_missing_slices(
+        result.validation_details.slicing_details, config)
+    return result.validation_ok, [m for m in missing
+                                  if isinstance(m, config_pb2.CrossSlicingSpec)]
+
+  assert validated(0.02) == (True, [])
+  assert validated(-0.04) == (True, [])
+  assert validated(0.08)[0] is False
+  assert tfma_metrics.mend_cross_slice_validation() is False  # in place already

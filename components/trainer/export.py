@@ -71,9 +71,9 @@ class ServingModule(tf.Module):
     # track the whole layer (correct, only slower).
     owned = getattr(layer, "_saved_model_loader_tracked_dict", None)
     self.transform_graph = owned if owned is not None else layer
-    spec = tft_output.raw_feature_spec()
-    spec.pop(features.LABEL_KEY)
-    self._raw_spec = spec
+    # The image only: a served tf.Example needs no label (nor writer).
+    self._raw_spec = {features.IMAGE_KEY:
+                      tft_output.raw_feature_spec()[features.IMAGE_KEY]}
 
   # autograph=False: no Python control flow here, and converting the library
   # code underneath made tracing the two signatures cost ~7 s.
