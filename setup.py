@@ -17,6 +17,7 @@ setup(
     packages=find_packages(include=["mnist_tfx", "mnist_tfx.*", "pipeline", "pipeline.*",
                                     "components", "components.*", "serving",
                                     "serving.*", "results"]),
+    package_data={"serving": ["ui/*.html", "ui/*.js", "ui/*.css"]},  # the served page
     install_requires=[
         "tfx==1.16.0",
         "tensorflow==2.16.2",

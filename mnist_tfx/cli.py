@@ -442,7 +442,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                  max_enqueued_batches=args.max_enqueued_batches,
                  model_config_file=args.model_config_file,
                  config_poll_seconds=args.model_config_file_poll_wait_seconds,
-                 request_log=request_log, warmup=not args.no_warmup)
+                 request_log=request_log, warmup=not args.no_warmup,
+                 ui_output_dir=None if args.no_ui else args.output_dir)
   except server.BindError as e:
     print(f"mnist-tfx serve: {e}", file=sys.stderr)
     return EXIT_FAILED
@@ -712,6 +713,13 @@ def build_parser() -> argparse.ArgumentParser:
   bounded("--batch-timeout-micros", int, defaults.BATCH_TIMEOUT_MICROS, 0,
           defaults.MAX_BATCH_TIMEOUT_MICROS,
           "with --enable-batching: how long a batch waits to fill")
+  serve.add_argument("--no-ui", action="store_true",
+                     help=f"do not serve the page at {defaults.UI_PATH} (draw a "
+                     "digit for the model; the runs, lineage and traffic; "
+                     "default: serve it)")
+  serve.add_argument("--output-dir", default=defaults.OUTPUT_DIR,
+                     help="the runs' output dir the page shows (its ML Metadata "
+                     f"store and kept reports) ({defaults.OUTPUT_DIR})")
   serve.add_argument("--no-warmup", action="store_true",
                      help="load versions without replaying their "
                      "assets.extra/tf_serving_warmup_requests (default: replay "

@@ -39,6 +39,9 @@ VALIDATION_SHARE = 0.1  # --validation-share
 
 # --- serving ----------------------------------------------------------------
 MODEL_NAME = "mnist"  # the serving name every blessed model is pushed under
+# `mnist-tfx serve`'s web page: under a path of its own, apart from TF
+# Serving's /v1/, /monitoring/ and KServe's /v2/.
+UI_PATH = "/ui/"
 HOST = "127.0.0.1"  # loopback: exposing the server is a decision (--host)
 REST_PORT = 8501  # TF Serving's
 GRPC_PORT = 8500  # TF Serving's

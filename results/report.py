@@ -9,6 +9,7 @@ from TFMA's by a single example.
 """
 
 import os
+import shutil
 from typing import Dict, Tuple
 
 from results import html_page, notebook, pictures
@@ -17,6 +18,7 @@ from results.run_view import (Predictions, ReportError, RunView, check_agreement
                               gather)
 
 REPORT_DIR = "report"
+RUNS_DIR = "runs"  # report/runs/<run>.html: each run's page, kept (the served page links them)
 __all__ = ["Predictions", "ReportError", "RunView", "check_agreement", "compare",
            "gather", "generate", "table"]
 
@@ -44,6 +46,13 @@ def generate(run_dir: str) -> Tuple[str, Dict[str, str]]:
     f.write(text + "\n")
   files = dict(drawn)
   files["html"] = html_page.write_html(view, drawn, os.path.join(out, "report.html"))
+  run = view.summary.get("run_id")
+  if run and "/" not in run and not run.startswith("."):
+    kept = os.path.join(out, RUNS_DIR, f"{run}.html")
+    os.makedirs(os.path.dirname(kept), exist_ok=True)
+    shutil.copyfile(files["html"], kept + ".tmp")
+    os.replace(kept + ".tmp", kept)
+    files["kept_html"] = kept
   files["notebook"] = notebook.write_notebook(
       view, os.path.join(out, "notebooks", "evaluation.ipynb"))
   return text, files

@@ -16,12 +16,14 @@ import bisect
 import collections
 import threading
 import time
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Deque, Dict, Iterable, List, Optional, Tuple
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 
 PATH = "/monitoring/prometheus/metrics"  # TF Serving's
+RECENT_STEP = 10  # seconds per step of `Metrics.recent` (the page's traffic)
+RECENT_STEPS = 60  # ten minutes of them
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # TF Serving's Buckets::Exponential(10, 1.8, 33), in microseconds (~20 min).
 LATENCY_BUCKETS_US = tuple(10 * 1.8 ** i for i in range(32))
@@ -103,6 +105,9 @@ class Metrics:
     self._histograms: Dict[str, Dict[Tuple, _Histogram]] = {n: {} for n in _HISTOGRAMS}
     self._versions: Dict[str, Dict[int, str]] = {}  # model -> version -> state
     self._labels: Dict[str, Dict[str, int]] = {}
+    # The last minutes of traffic, one entry per RECENT_STEP seconds:
+    # [start, requests, errors, latency sum of the successful (us)].
+    self._recent: Deque[List[float]] = collections.deque(maxlen=RECENT_STEPS)
     self._registry = CollectorRegistry(auto_describe=False)
     self._registry.register(self)
 
@@ -127,10 +132,36 @@ class Metrics:
               started: float) -> None:
     """One answered request; like TF Serving, latency of successful ones only."""
     micros = (time.perf_counter() - started) * 1e6
+    step = time.time() // RECENT_STEP * RECENT_STEP
     with self._lock:
       self._counters[REQUEST_COUNT][(model, status)] += 1
       if status == "OK":
         self._histogram(REQUEST_LATENCY, (model, api, entrypoint)).observe(micros)
+      if not self._recent or self._recent[-1][0] != step:
+        self._recent.append([step, 0, 0, 0.0])
+      entry = self._recent[-1]
+      entry[1] += 1
+      if status == "OK":
+        entry[3] += micros
+      else:
+        entry[2] += 1
+
+  def recent(self, now: Optional[float] = None) -> List[Dict[str, float]]:
+    """Requests, errors and mean latency (ms) per RECENT_STEP seconds over
+    the last RECENT_STEPS steps, oldest first; steps without requests are 0."""
+    now = time.time() if now is None else now
+    last = now // RECENT_STEP * RECENT_STEP
+    with self._lock:
+      by_step = {e[0]: list(e) for e in self._recent}
+    out = []
+    for i in range(RECENT_STEPS - 1, -1, -1):
+      start = last - i * RECENT_STEP
+      _, requests, errors, micros = by_step.get(start, (start, 0, 0, 0.0))
+      ok = requests - errors
+      out.append({"start": start, "requests": int(requests), "errors": int(errors),
+                  "rate": requests / RECENT_STEP,
+                  "latency_ms": round(micros / ok / 1000, 3) if ok else None})
+    return out
 
   def batch_recorder(self, batcher: str):
     """A batcher's `on_batch(rows)` hook."""

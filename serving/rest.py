@@ -286,8 +286,9 @@ class RestApi:
                body_timeout: float = defaults.BODY_TIMEOUT_SECONDS,
                greedy: Optional[GreedyBatcher] = None,
                metrics: Optional[metrics_lib.Metrics] = None,
-               request_log=None):
+               request_log=None, ui=None):
     self.store = store
+    self.ui = ui  # serving.ui.Ui: the page under /ui/, or None (--no-ui)
     self.metrics = metrics
     self.request_log = request_log
     self.max_payload_bytes = max_payload_bytes
@@ -377,9 +378,12 @@ class RestApi:
     path = request.url.path
     if request.method in ("GET", "HEAD") and path in _OTHER_GETS:
       return _OTHER_GETS[path](self)
+    if self.ui is not None and (path + "/").startswith(defaults.UI_PATH):
+      return await self.ui.handle(request)
     if not path.startswith("/v1/"):
+      page = f", the page at {defaults.UI_PATH}" if self.ui is not None else ""
       return error("NOT_FOUND", f"Not found: {path} (TF Serving's API is under "
-                   f"/v1/; metrics at {metrics_lib.PATH}, health at /v2/health/)")
+                   f"/v1/; metrics at {metrics_lib.PATH}, health at /v2/health/{page})")
     if request.method not in ("GET", "POST"):
       return JSONResponse({"error": f"Method {request.method} not allowed"},
                           status_code=405)

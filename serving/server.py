@@ -9,6 +9,7 @@ sharing the port.
 import asyncio
 import dataclasses
 import logging
+import os
 import re
 import signal
 import socket
@@ -121,7 +122,8 @@ def serve(base_path: Optional[str], name: str, host: str = DEFAULT_HOST,
           model_config_file: Optional[str] = None,
           config_poll_seconds: float = defaults.CONFIG_POLL_SECONDS,
           request_log: Optional["RequestLogSettings"] = None,
-          warmup: bool = True) -> None:
+          warmup: bool = True,
+          ui_output_dir: Optional[str] = defaults.OUTPUT_DIR) -> None:
   """Serves until interrupted; raises BindError when a port cannot be had,
   ConfigFileError for a model config file that cannot be applied.
 
@@ -129,7 +131,8 @@ def serve(base_path: Optional[str], name: str, host: str = DEFAULT_HOST,
   APIs share one greedy batcher unless `greedy_batching` is off. REST and
   gRPC run on one event loop in this thread. With `model_config_file`, the
   model's name, base path, version policy and labels come from that file,
-  re-read every `config_poll_seconds`.
+  re-read every `config_poll_seconds`. The page under /ui/ shows the runs
+  of `ui_output_dir` (None: no page).
   """
   from serving import grpc_server, service  # pylint: disable=g-import-not-at-top
   from serving import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
@@ -154,8 +157,11 @@ def serve(base_path: Optional[str], name: str, host: str = DEFAULT_HOST,
                       max_connections)
   watcher = (ConfigWatcher(model_config_file, store, config, config_poll_seconds)
              if config is not None else None)
+  from serving.ui import Ui  # pylint: disable=g-import-not-at-top
+  ui = (Ui(store, os.path.abspath(ui_output_dir), metrics)
+        if ui_output_dir is not None else None)
   servers = Servers(store, rest_socket, grpc_port, batcher, greedy, settings,
-                    metrics=metrics, request_log=log, watcher=watcher)
+                    metrics=metrics, request_log=log, watcher=watcher, ui=ui)
   try:
     asyncio.Runner(loop_factory=grpc_server.new_loop).run(servers.run())
   finally:
@@ -289,12 +295,13 @@ class Servers:
                grpc_port: int, batcher: Optional[Batcher],
                greedy: Optional[GreedyBatcher], settings: Settings,
                metrics=None, request_log=None,
-               watcher: Optional[ConfigWatcher] = None):
+               watcher: Optional[ConfigWatcher] = None, ui=None):
     self.store = store
     self.settings = settings
     self.greedy = greedy
     self.metrics = metrics
     self.request_log = request_log
+    self.ui = ui
     self._watcher = watcher
     self._batcher = batcher
     self._rest_socket = rest_socket
@@ -303,7 +310,7 @@ class Servers:
     self.started = threading.Event()
     self._uvicorn = _uvicorn(RestApi(store, settings.max_payload_bytes, batcher,
                                      greedy=greedy, metrics=metrics,
-                                     request_log=request_log),
+                                     request_log=request_log, ui=ui),
                              settings.header_timeout, settings.max_connections)
     self._stopping: Optional[asyncio.Event] = None  # wakes run() during a load
     self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -351,7 +358,7 @@ class Servers:
         return  # the load finishes in its thread before the loop closes
       loading.result()
       _announce(self.store, self.settings, self.rest_port, self.grpc_port,
-                self._batcher or self.greedy)
+                self._batcher or self.greedy, self.ui)
       serving = asyncio.ensure_future(
           self._uvicorn.serve(sockets=[self._rest_socket]))
       while not self._uvicorn.started and not serving.done():
@@ -374,7 +381,7 @@ def announced_ports(text: str) -> Optional[Tuple[int, int]]:
   return None if None in found else (int(found[0].group(1)), int(found[1].group(1)))
 
 
-def _announce(store, settings, rest_port, grpc_port, batcher) -> None:
+def _announce(store, settings, rest_port, grpc_port, batcher, ui=None) -> None:
   name = settings.name
   try:
     served = store.status(name)
@@ -395,5 +402,8 @@ def _announce(store, settings, rest_port, grpc_port, batcher) -> None:
   print(f"REST: http://{settings.host}:{rest_port}/v1/models/{name}", flush=True)
   print(f"Metrics: http://{settings.host}:{rest_port}/monitoring/prometheus/metrics; "
         f"health: /v2/health/live, /v2/health/ready", flush=True)
+  if ui is not None:
+    print(f"Page: http://{settings.host}:{rest_port}{defaults.UI_PATH} (draw a digit; "
+          f"the runs of {ui.output_dir})", flush=True)
   print(f"gRPC: {settings.host}:{grpc_port} (tensorflow.serving.PredictionService, "
         "ModelService)", flush=True)

@@ -73,3 +73,12 @@ def baseline_run_dir(tiny_data_dir, tmp_path_factory) -> str:
   weak = _run(tiny_data_dir, out, learning_rate=1e-7, lr_schedule="constant")
   assert weak["baseline_accuracy"] is not None and not weak["blessed"]
   return out
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+  """Headless Chromium (tests.browser), one per test module."""
+  from tests.browser import chromium  # pylint: disable=g-import-not-at-top
+  driver = chromium(str(tmp_path_factory.mktemp("chromium")))
+  yield driver
+  driver.quit()

@@ -4,41 +4,10 @@ Chromium and ChromeDriver are Debian's packages, installed by `make test`
 (see the Makefile's test-deps); nothing is downloaded by the browser itself.
 """
 
-import os
-import shutil
-
 import pytest
 
 from results import report
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-  assert os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER), (
-      "Chromium/ChromeDriver missing: `make test` installs Debian's chromium "
-      "and chromium-driver")
-  os.environ["SE_OFFLINE"] = "true"  # Selenium must never fetch a driver
-  from selenium import webdriver
-  from selenium.webdriver.chrome.service import Service
-  options = webdriver.ChromeOptions()
-  options.binary_location = CHROMIUM
-  for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-              "--no-first-run", "--disable-background-networking",
-              "--disable-component-update", "--disable-sync",
-              f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
-    options.add_argument(arg)
-  options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-  driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-  driver.set_window_size(1280, 2000)
-  yield driver
-  driver.quit()
-
-
-def _console_errors(driver):
-  return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+from tests.browser import console_errors as _console_errors
 
 
 @pytest.fixture(scope="module")

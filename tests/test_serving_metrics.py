@@ -122,3 +122,26 @@ def test_counts_from_many_threads_add_up():
   samples = metrics.parse(m.text().decode())
   assert metrics.value(samples, metrics.REQUEST_COUNT) == 20000
   assert metrics.value(samples, metrics.REQUEST_LATENCY + "_count") == 20000
+
+
+def test_recent_traffic_is_counted_per_step_over_the_last_minutes(monkeypatch):
+  """What the page's traffic bars show: requests, errors and the mean
+  latency of the successful ones, per 10 s, the last ten minutes."""
+  m = metrics.Metrics()
+  now = [1_000_000.0]
+  monkeypatch.setattr(metrics.time, "time", lambda: now[0])
+  started = metrics.time.perf_counter()
+  for status in ("OK", "OK", "INVALID_ARGUMENT"):
+    m.request("mnist", "predict", "REST", status, started)
+  now[0] += 25  # two steps later
+  m.request("mnist", "predict", "REST", "OK", started)
+  steps = m.recent(now[0])
+  assert len(steps) == metrics.RECENT_STEPS
+  assert [s["start"] for s in steps[-3:]] == [1_000_000.0, 1_000_010.0, 1_000_020.0]
+  first, empty, last = steps[-3:]
+  assert (first["requests"], first["errors"], first["rate"]) == (3, 1, 0.3)
+  assert first["latency_ms"] > 0
+  assert (empty["requests"], empty["latency_ms"]) == (0, None)
+  assert (last["requests"], last["errors"]) == (1, 0)
+  # Ten minutes on, all of it has aged out.
+  assert sum(s["requests"] for s in m.recent(now[0] + 600)) == 0
