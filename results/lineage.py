@@ -79,8 +79,14 @@ class _Graph:
     self.run_of: Dict[int, str] = {}
     self.runs = sorted(self.store.get_contexts_by_type("pipeline_run"),
                        key=lambda c: c.id, reverse=True)
+    # Each run's executions as of the read above: a run going on meanwhile
+    # adds executions this read does not know.
+    self.run_executions: Dict[int, List[Execution]] = {}
     for run in self.runs:
-      for e in self.store.get_executions_by_context(run.id):
+      known = [e for e in self.store.get_executions_by_context(run.id)
+               if e.id in self.executions]
+      self.run_executions[run.id] = sorted(known, key=lambda e: e.id)
+      for e in known:
         self.run_of.setdefault(e.id, run.name)
     self.node = {e: metadata.node_name(self.store, e) for e in self.executions}
 
@@ -173,8 +179,7 @@ def runs(store: Store, dead: Callable[[int], bool] = lambda execution_id: False
   graph = _Graph(store)
   rows = []
   for run in graph.runs:
-    by_node = {graph.node[e.id]: e for e in sorted(
-        store.get_executions_by_context(run.id), key=lambda e: e.id)}
+    by_node = {graph.node[e.id]: e for e in graph.run_executions[run.id]}
     states = {n: metadata.state_name(e.last_known_state) for n, e in by_node.items()}
     status, stopped_in = _status(by_node, states, dead)
     row: Dict[str, Any] = {
@@ -211,7 +216,7 @@ def last_blessed_accuracy(store: Store, model: str) -> Optional[Tuple[float, str
   model, or None: what the simpler-model check compares a candidate with."""
   graph = _Graph(store)
   for run in graph.runs:
-    by_node = {graph.node[e.id]: e for e in store.get_executions_by_context(run.id)}
+    by_node = {graph.node[e.id]: e for e in graph.run_executions[run.id]}
     if "Trainer" not in by_node or "Evaluator" not in by_node:
       continue
     blessing = graph.output(by_node["Evaluator"].id, "blessing")

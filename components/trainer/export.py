@@ -20,7 +20,7 @@ Both return `probabilities` (float32 [N, 10], summing to 1) and `classes`
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Any, Dict
 
 import tensorflow as tf
 
@@ -72,8 +72,8 @@ class ServingModule(tf.Module):
     owned = getattr(layer, "_saved_model_loader_tracked_dict", None)
     self.transform_graph = owned if owned is not None else layer
     # The image only: a served tf.Example needs no label (nor writer).
-    self._raw_spec = {features.IMAGE_KEY:
-                      tft_output.raw_feature_spec()[features.IMAGE_KEY]}
+    self._all_raw = tft_output.raw_feature_spec()
+    self._raw_spec = {features.IMAGE_KEY: self._all_raw[features.IMAGE_KEY]}
 
   # autograph=False: no Python control flow here, and converting the library
   # code underneath made tracing the two signatures cost ~7 s.
@@ -122,13 +122,39 @@ class ServingModule(tf.Module):
         tf.debugging.assert_less_equal(
             pixels, tf.constant(features.PIXEL_MAX, pixels.dtype), message=message),
     ]):
-      transformed = self._transform({features.IMAGE_KEY: tf.identity(pixels)})
+      transformed = self._transform(with_defaults(
+          {features.IMAGE_KEY: tf.identity(pixels)}, self._all_raw))
     return outputs(self._logits(transformed[features.TRANSFORMED_IMAGE_KEY]))
 
   @tf.function(autograph=False, input_signature=[
       tf.TensorSpec(shape=[None], dtype=tf.string, name=features.EXAMPLES_INPUT)])
   def serve_examples(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
     return self._predict_raw(tf.io.parse_example(examples, self._raw_spec))
+
+
+def with_defaults(raw: Dict[str, tf.Tensor], spec: Dict[str, Any]) -> Dict[str, Any]:
+  """`raw` with a default value for every other raw feature, in name order.
+
+  TFT's layer fills the features it is not given itself, iterating over a
+  set: with two or more missing, their order in the exported graph follows
+  Python's per-process string hashing, and two exports of the same model
+  differ in bytes. Given every feature, it fills none.
+  """
+  batch = tf.shape(raw[features.IMAGE_KEY])[0]
+  complete = dict(raw)
+  for name in sorted(set(spec) - set(raw)):
+    kind = spec[name]
+    zero = tf.constant("" if kind.dtype == tf.string else 0, kind.dtype)
+    if isinstance(kind, tf.io.FixedLenFeature):
+      shape = tf.constant(list(kind.shape), tf.int32, shape=[len(kind.shape)])
+      complete[name] = tf.fill(tf.concat([[batch], shape], 0), zero)
+    else:  # VarLenFeature: one default value per example, as TFT supplies
+      rows = tf.range(tf.cast(batch, tf.int64))
+      complete[name] = tf.sparse.SparseTensor(
+          indices=tf.stack([rows, tf.zeros_like(rows)], axis=1),
+          values=tf.fill([batch], zero),
+          dense_shape=tf.stack([tf.cast(batch, tf.int64), tf.constant(1, tf.int64)]))
+  return complete
 
 
 class NonFiniteWeights(ValueError):
