@@ -120,10 +120,14 @@ def check_data_dir(data_dir: str) -> Dict[str, idx.IdxPair]:
   return pairs
 
 
-def test_records(data_dir: str) -> int:
-  """How many records the test split's labels file declares."""
-  return idx.record_count(idx.find_file(
-      data_dir, features.SPLIT_FILES[features.EVAL_SPLIT], "labels"))
+def test_records(data_dir: str) -> Optional[int]:
+  """How many records the test split's labels file declares; None when it
+  cannot be read (ExampleGen then checks the files and says what is wrong)."""
+  try:
+    return idx.record_count(idx.find_file(
+        data_dir, features.SPLIT_FILES[features.EVAL_SPLIT], "labels"))
+  except (idx.IdxError, OSError):
+    return None
 
 
 def fingerprint(data_dir: str) -> str:
