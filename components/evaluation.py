@@ -16,7 +16,7 @@ ACCURACY = "accuracy"  # components.tfma_metrics.MultiClassAccuracy
 EXAMPLE_COUNT = "example_count"
 
 
-MARGIN = "accuracy_margin"  # components.tfma_metrics.AccuracyMargin
+MARGIN_METRIC = "AccuracyMargin"  # components.tfma_metrics' class
 _TFMA_METRICS = "components.tfma_metrics"
 
 
@@ -84,7 +84,7 @@ def eval_config(min_accuracy: float, max_regression: float,
   ]
   if simpler_accuracy is not None:
     metrics.append(tfma.MetricConfig(
-        class_name="AccuracyMargin", module=_TFMA_METRICS,
+        class_name=MARGIN_METRIC, module=_TFMA_METRICS,
         config=json.dumps({"over": simpler_accuracy}),
         per_slice_thresholds=[tfma.PerSliceMetricThreshold(
             slicing_specs=[tfma.SlicingSpec()],
@@ -119,7 +119,7 @@ def thresholds(config: Any) -> Dict[str, Optional[float]]:
   found: Dict[str, Optional[float]] = dict.fromkeys(BOUND_NAMES)
   for spec in (config or {}).get("metrics_specs", []):
     for metric in spec.get("metrics", []):
-      if metric.get("class_name") == "AccuracyMargin":
+      if metric.get("class_name") == MARGIN_METRIC:
         found["simpler_accuracy"] = float(json.loads(metric.get("config") or "{}")
                                           .get("over", "nan"))
         for per_slice in metric.get("per_slice_thresholds", []):

@@ -23,6 +23,11 @@ __all__ = ["Predictions", "ReportError", "RunView", "check_agreement", "compare"
            "gather", "generate", "table"]
 
 
+def kept_path(run_dir: str, run: str) -> str:
+  """Where run `run`'s report page is kept (the served page links it)."""
+  return os.path.join(run_dir, REPORT_DIR, RUNS_DIR, f"{run}.html")
+
+
 def generate(run_dir: str) -> Tuple[str, Dict[str, str]]:
   """Writes `<run_dir>/report/`; returns the terminal table and the files."""
   view = gather(run_dir)
@@ -48,7 +53,7 @@ def generate(run_dir: str) -> Tuple[str, Dict[str, str]]:
   files["html"] = html_page.write_html(view, drawn, os.path.join(out, "report.html"))
   run = view.summary.get("run_id")
   if run and "/" not in run and not run.startswith("."):
-    kept = os.path.join(out, RUNS_DIR, f"{run}.html")
+    kept = kept_path(run_dir, run)
     os.makedirs(os.path.dirname(kept), exist_ok=True)
     shutil.copyfile(files["html"], kept + ".tmp")
     os.replace(kept + ".tmp", kept)

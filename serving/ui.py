@@ -40,7 +40,7 @@ _HEADERS = {"content-security-policy": "default-src 'self'; img-src 'self' data:
 def report_path(output_dir: str, run: str) -> str:
   """Where `report` keeps the page of run `run` (see results.report)."""
   from results import report  # pylint: disable=g-import-not-at-top
-  return os.path.join(output_dir, report.REPORT_DIR, report.RUNS_DIR, f"{run}.html")
+  return report.kept_path(output_dir, run)
 
 
 class Ui:
