@@ -55,6 +55,11 @@ def _runnable(block):
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory):
   """<tmp>/main mirrors the repository; <tmp>/shared/data/mnist is tiny."""
+  # The environment is the checkout's own (symlinked below): bring it up to
+  # date here first, or `make run` in the mirror would reinstall it from the
+  # mirror's path, which is gone after the test.
+  subprocess.run(["make", "--quiet", "setup"], cwd=_ROOT, check=True,
+                 stdout=subprocess.DEVNULL)
   top = tmp_path_factory.mktemp("readme")
   main = top / "main"
   main.mkdir()
